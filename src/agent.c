@@ -1,0 +1,620 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The Agent: one sd-event loop, one MQTT session, and the mode the device is
+ * in. Without a usable stored secret it registers (registration.c, logged in
+ * with the product secret); with one it logs in with the device secret,
+ * reports its versions at every connect and every report.interval seconds,
+ * and takes commands.
+ *
+ * Invariants:
+ *  - exactly one of `registration` (registering) or `credentials` (normal)
+ *    is set while the session runs;
+ *  - STATUS= always says, in words, what the daemon is doing now;
+ *  - a refused stored secret is never deleted.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <systemd/sd-event.h>
+
+#include "agent.h"
+#include "build-config.h"
+#include "credentials.h"
+#include "log.h"
+#include "mqtt.h"
+#include "notify.h"
+#include "protocol.h"
+#include "registration.h"
+#include "util/macro.h"
+#include "util/random-id.h"
+#include "version.h"
+
+/* After the registration receipt, how long the platform gets to close the connection itself. */
+#define REGISTRATION_SWITCH_USEC (3 * USEC_PER_SEC)
+/* After this many refusals of the stored secret in a row, try one registration round. */
+#define REFUSALS_BEFORE_REREGISTER 3
+
+struct Agent {
+        sd_event *event;
+        char *config_path;
+        Config *config;
+
+        MqttSession *mqtt;
+        Registration *registration; /* registering */
+        Credentials *credentials;   /* the stored secret, when we have one */
+        bool reregistering;         /* registering although a (refused) secret is stored */
+        unsigned refusals;          /* of the stored secret, in a row */
+
+        char *topics[_TOPIC_MAX];
+        sd_event_source *report_timer;
+        sd_event_source *switch_timer; /* registration done: switch to the device secret */
+        Process *version_query;
+        bool report_again; /* a report was asked for while the hook's version query ran */
+        char *last_fw_version;
+};
+
+static void agent_connect_normal(Agent *a);
+static void agent_connect_register(Agent *a);
+
+static MqttSessionParams agent_session_params(const Agent *a, const char *password)
+{
+        const Config *c = a->config;
+
+        return (MqttSessionParams){
+                .host = c->mqtt_host,
+                .port = c->mqtt_port,
+                .tls = c->mqtt_tls,
+                .ca_file = c->mqtt_ca_file,
+                .client_id = c->mqtt_client_id,
+                .username = c->device_id,
+                .password = password,
+                .keepalive = c->mqtt_keepalive,
+                .reconnect_max = c->mqtt_reconnect_max,
+        };
+}
+
+static int agent_publish(Agent *a, TopicKind kind, const char *payload)
+{
+        int r;
+
+        r = mqtt_session_publish(a->mqtt, a->topics[kind], payload);
+        if (r < 0)
+                return log_warning_errno(r, "Cannot publish on %s: %m", a->topics[kind]);
+        log_debug("Published on %s: %s", a->topics[kind], payload);
+        return 0;
+}
+
+/* ---- version reports ---- */
+
+static int on_report_timer(sd_event_source *s, uint64_t usec, void *userdata);
+
+static void agent_arm_report_timer(Agent *a)
+{
+        uint64_t interval = (uint64_t)a->config->report_interval * USEC_PER_SEC;
+        int r;
+
+        if (a->report_timer) {
+                r = sd_event_source_set_time_relative(a->report_timer, interval);
+                if (r >= 0)
+                        r = sd_event_source_set_enabled(a->report_timer, SD_EVENT_ONESHOT);
+        } else {
+                r = sd_event_add_time_relative(a->event, &a->report_timer, CLOCK_MONOTONIC, interval,
+                                               USEC_PER_SEC, on_report_timer, a);
+                if (r >= 0)
+                        (void)sd_event_source_set_description(a->report_timer, "report");
+        }
+        if (r < 0)
+                log_error_errno(r, "Cannot arm the report timer: %m");
+}
+
+static void agent_status_connected(Agent *a)
+{
+        notify_status("Connected to %s as %s, firmware %s", a->config->mqtt_uri, a->config->device_id,
+                      a->last_fw_version ? a->last_fw_version : VERSION_UNKNOWN);
+}
+
+static void agent_publish_report(Agent *a, const char *fw)
+{
+        _cleanup_free_ char *hw = NULL, *payload = NULL;
+        char id[RANDOM_ID_LEN + 1];
+        int r;
+
+        r = version_read_hw(a->config, &hw);
+        if (r < 0)
+                log_error_errno(r, "Cannot read the hardware version from %s: %m. Reporting \"%s\".",
+                                a->config->hw_version_file, VERSION_UNKNOWN);
+
+        r = random_id(id);
+        if (r >= 0)
+                r = protocol_version_report(id, hw ? hw : VERSION_UNKNOWN, fw ? fw : VERSION_UNKNOWN,
+                                            &payload);
+        if (r < 0) {
+                log_error_errno(r, "Cannot build the version report: %m");
+                return;
+        }
+        if (agent_publish(a, TOPIC_OTA_POST, payload) >= 0)
+                log_info("Reported hardware %s, firmware %s.", hw ? hw : VERSION_UNKNOWN,
+                         fw ? fw : VERSION_UNKNOWN);
+
+        free(a->last_fw_version);
+        a->last_fw_version = strdup(fw ? fw : VERSION_UNKNOWN);
+        agent_status_connected(a);
+}
+
+static void on_version_hook_done(Process *p, int result, const char *output, size_t len, void *userdata)
+{
+        Agent *a = userdata;
+        _cleanup_free_ char *v = NULL;
+        int r = result;
+
+        a->version_query = process_free(a->version_query);
+        if (r == 0) {
+                v = strndup(output, len);
+                r = v ? version_parse(v) : -ENOMEM;
+        }
+        if (r != 0) {
+                if (r > 0)
+                        log_error("'%s version' failed with exit status %d. Reporting \"%s\".",
+                                  a->config->ota_hook, r, VERSION_UNKNOWN);
+                else
+                        log_error_errno(r, "'%s version' gave no version: %m. Reporting \"%s\".",
+                                        a->config->ota_hook, VERSION_UNKNOWN);
+                v = mfree(v);
+        }
+
+        if (mqtt_session_is_connected(a->mqtt) && a->credentials && !a->registration)
+                agent_publish_report(a, v);
+        if (a->report_again) {
+                a->report_again = false;
+                r = version_query_hook(a->event, a->config, on_version_hook_done, a, &a->version_query);
+                if (r < 0)
+                        log_error_errno(r, "Cannot run '%s version': %m", a->config->ota_hook);
+        }
+}
+
+/* Reports the versions now (the firmware version may come from the hook, later). */
+static void agent_report(Agent *a)
+{
+        _cleanup_free_ char *fw = NULL;
+        int r;
+
+        agent_arm_report_timer(a);
+
+        if (a->config->fw_version_from_hook) {
+                if (a->version_query) {
+                        a->report_again = true;
+                        return;
+                }
+                r = version_query_hook(a->event, a->config, on_version_hook_done, a, &a->version_query);
+                if (r < 0)
+                        log_error_errno(r, "Cannot run '%s version': %m", a->config->ota_hook);
+                return;
+        }
+
+        r = version_read_fw(a->config, &fw);
+        if (r < 0)
+                log_error_errno(r, "Cannot read the firmware version from %s: %m. Reporting \"%s\".",
+                                a->config->fw_version_file, VERSION_UNKNOWN);
+        agent_publish_report(a, fw);
+}
+
+static int on_report_timer(sd_event_source *s, uint64_t usec, void *userdata)
+{
+        Agent *a = userdata;
+
+        if (mqtt_session_is_connected(a->mqtt) && !a->registration)
+                agent_report(a);
+        return 0;
+}
+
+/* ---- registration ---- */
+
+static void agent_switch_to_device_secret(Agent *a)
+{
+        _cleanup_credentials_ Credentials *c = NULL;
+        int r;
+
+        a->switch_timer = sd_event_source_disable_unref(a->switch_timer);
+        r = credentials_load(a->config->state_dir, &c);
+        if (r < 0) {
+                log_error_errno(r, "Cannot read back the stored device secret: %m. Registering again.");
+                agent_connect_register(a);
+                return;
+        }
+        credentials_free(a->credentials);
+        a->credentials = TAKE_PTR(c);
+        a->registration = registration_free(a->registration);
+        a->reregistering = false;
+        a->refusals = 0;
+        log_info("Registered. Logging in with the device secret.");
+        agent_connect_normal(a);
+}
+
+static int on_switch_timer(sd_event_source *s, uint64_t usec, void *userdata)
+{
+        agent_switch_to_device_secret(userdata);
+        return 0;
+}
+
+static void on_registered(Registration *reg, const char *secret, void *userdata)
+{
+        Agent *a = userdata;
+        int r;
+
+        if (!secret) {
+                /* No answer in time. Registering only because the stored secret was refused: go back to it. */
+                if (a->reregistering) {
+                        log_info("No new secret from the platform; trying the stored device secret again.");
+                        a->registration = registration_free(a->registration);
+                        a->reregistering = false;
+                        agent_connect_normal(a);
+                }
+                return;
+        }
+        if (a->switch_timer)
+                return;
+        notify_status("Registered: switching to the device secret");
+        /* The platform closes the connection once it has the receipt; give it a moment to. */
+        r = sd_event_add_time_relative(a->event, &a->switch_timer, CLOCK_MONOTONIC, REGISTRATION_SWITCH_USEC,
+                                       USEC_PER_SEC / 10, on_switch_timer, a);
+        if (r < 0)
+                agent_switch_to_device_secret(a);
+}
+
+/* ---- the session ---- */
+
+static void on_connected(MqttSession *s, void *userdata)
+{
+        Agent *a = userdata;
+        int r;
+
+        if (a->registration) {
+                log_info("Connected to %s with the product secret.", a->config->mqtt_uri);
+                registration_connected(a->registration);
+                return;
+        }
+
+        a->refusals = 0;
+        log_info("Connected to %s as %s.", a->config->mqtt_uri, a->config->device_id);
+        r = mqtt_session_subscribe(a->mqtt, a->topics[TOPIC_OTA_SET]);
+        if (r < 0)
+                log_warning_errno(r, "Cannot subscribe to %s: %m", a->topics[TOPIC_OTA_SET]);
+        agent_report(a);
+}
+
+static void on_disconnected(MqttSession *s, MqttEnd end, uint64_t retry_usec, void *userdata)
+{
+        Agent *a = userdata;
+        unsigned secs = (unsigned)((retry_usec + USEC_PER_SEC / 2) / USEC_PER_SEC);
+
+        a->report_timer = sd_event_source_disable_unref(a->report_timer);
+
+        if (a->switch_timer) {
+                /* The platform closed the registration session, as it should. */
+                agent_switch_to_device_secret(a);
+                return;
+        }
+
+        if (a->registration) {
+                registration_disconnected(a->registration);
+                if (end == MQTT_END_REFUSED_AUTH) {
+                        log_error("The broker refused the product secret for device %s: dynamic registration "
+                                  "is off for product %s, or product.secret is wrong. Retrying in %u s.",
+                                  a->config->device_id, a->config->product_id, secs);
+                        notify_status("Registration refused by the broker (product secret wrong, or dynamic "
+                                      "registration off for this product); retrying in %u s", secs);
+                        if (a->reregistering) {
+                                /* Back to the stored secret: registration is no way out either. */
+                                a->registration = registration_free(a->registration);
+                                a->reregistering = false;
+                                agent_connect_normal(a);
+                        }
+                        return;
+                }
+        } else if (end == MQTT_END_REFUSED_AUTH) {
+                a->refusals++;
+                log_error("The broker refused the device secret of %s (stored in %s/%s; it is kept). "
+                          "Retrying in %u s.", a->config->device_id, a->config->state_dir, CREDENTIALS_FILE,
+                          secs);
+                notify_status("Broker refused the device secret, retrying in %u s", secs);
+                if (a->refusals >= REFUSALS_BEFORE_REREGISTER) {
+                        log_notice("Trying one registration round with the product secret, in case the "
+                                   "platform never activated the stored secret. The stored secret is kept "
+                                   "unless the platform issues a new one.");
+                        a->refusals = 0;
+                        a->reregistering = true;
+                        agent_connect_register(a);
+                }
+                return;
+        }
+
+        log_info("%s (%s); retrying in %u s.", mqtt_end_to_string(end), a->config->mqtt_uri, secs);
+        notify_status("Offline: %s (%s); retrying in %u s", mqtt_end_to_string(end), a->config->mqtt_uri, secs);
+}
+
+static void agent_handle_ota_message(Agent *a, const PlatformMessage *m)
+{
+        switch (m->cmd) {
+        case CMD_OTA:
+                log_warning("Upgrade command %s to %s ignored: OTA is not available in this build.", m->id,
+                            m->fw_version ? m->fw_version : "?");
+                break;
+        default:
+                log_warning("Dropped a message with unknown CMD %d (ID %s) on %s.", m->cmd, m->id,
+                            a->topics[TOPIC_OTA_SET]);
+        }
+}
+
+static void on_message(MqttSession *s, const char *topic, const void *payload, size_t len, void *userdata)
+{
+        Agent *a = userdata;
+        PlatformMessage m;
+        TopicKind kind;
+        int r;
+
+        kind = protocol_topic_kind(topic, a->config->product_id, a->config->device_id);
+        if (kind != TOPIC_OTA_SET && kind != TOPIC_REGISTER_SET) {
+                log_warning("Dropped a message on unexpected topic %s.", topic);
+                return;
+        }
+
+        r = protocol_parse(payload, len, &m);
+        if (r < 0) {
+                log_warning("Dropped a message on %s: %s.", topic,
+                            r == -EMSGSIZE ? "larger than 16 KiB"
+                            : r == -ENOMSG ? "no CMD or no ID"
+                                           : "not a valid JSON object of the platform's format");
+                return;
+        }
+
+        if (kind == TOPIC_REGISTER_SET) {
+                if (a->registration)
+                        registration_message(a->registration, &m);
+                else
+                        log_warning("Dropped CMD %d on %s: the device is registered already.", m.cmd, topic);
+        } else if (a->registration)
+                log_warning("Dropped CMD %d on %s: the device is not registered yet.", m.cmd, topic);
+        else
+                agent_handle_ota_message(a, &m);
+
+        platform_message_clear(&m);
+}
+
+static void agent_connect_normal(Agent *a)
+{
+        MqttSessionParams p = agent_session_params(a, a->credentials->device_secret);
+        int r;
+
+        notify_status("Connecting to %s as %s", a->config->mqtt_uri, a->config->device_id);
+        r = mqtt_session_start(a->mqtt, &p);
+        if (r < 0)
+                log_error_errno(r, "Cannot start the MQTT session: %m");
+}
+
+static void agent_connect_register(Agent *a)
+{
+        MqttSessionParams p = agent_session_params(a, a->config->product_secret);
+        int r;
+
+        if (!a->registration) {
+                r = registration_new(a->event, a->config, a->mqtt, on_registered, a, &a->registration);
+                if (r < 0) {
+                        log_error_errno(r, "Cannot start registration: %m");
+                        return;
+                }
+        }
+        notify_status("Registering: connecting to %s with the product secret", a->config->mqtt_uri);
+        r = mqtt_session_start(a->mqtt, &p);
+        if (r < 0)
+                log_error_errno(r, "Cannot start the MQTT session: %m");
+}
+
+/* Loads the stored secret and connects with it, or registers. */
+static void agent_start_session(Agent *a)
+{
+        _cleanup_credentials_ Credentials *c = NULL;
+        int r;
+
+        a->registration = registration_free(a->registration);
+        a->credentials = credentials_free(a->credentials);
+        a->switch_timer = sd_event_source_disable_unref(a->switch_timer);
+        a->reregistering = false;
+        a->refusals = 0;
+
+        r = credentials_load(a->config->state_dir, &c);
+        if (r == -ENOENT)
+                log_info("No device secret stored yet: registering with the product secret.");
+        else if (r == -EBADMSG)
+                log_warning("%s/%s is corrupt or truncated; ignoring it and registering again.",
+                            a->config->state_dir, CREDENTIALS_FILE);
+        else if (r < 0)
+                log_error_errno(r, "Cannot read %s/%s: %m. Registering with the product secret.",
+                                a->config->state_dir, CREDENTIALS_FILE);
+        else if (!credentials_match(c, a->config->product_id, a->config->device_id)) {
+                log_notice("The stored device secret belongs to product %s, device %s, not to this "
+                           "configuration (%s, %s): registering again.",
+                           c->product_id, c->device_id, a->config->product_id, a->config->device_id);
+                c = credentials_free(c);
+        }
+
+        if (r >= 0 && c) {
+                a->credentials = TAKE_PTR(c);
+                agent_connect_normal(a);
+        } else
+                agent_connect_register(a);
+}
+
+static int agent_make_topics(Agent *a)
+{
+        for (TopicKind k = 0; k < _TOPIC_MAX; k++) {
+                char *t;
+                int r;
+
+                r = protocol_topic(k, a->config->product_id, a->config->device_id, &t);
+                if (r < 0)
+                        return r;
+                free(a->topics[k]);
+                a->topics[k] = t;
+        }
+        return 0;
+}
+
+/* ---- signals ---- */
+
+static void agent_reload(Agent *a)
+{
+        _cleanup_config_ Config *c = NULL;
+        _cleanup_free_ char *errors = NULL;
+        size_t errors_len = 0;
+        FILE *f;
+        bool session_changed;
+        int r;
+
+        notify_reloading();
+        log_info("Reloading %s.", a->config_path);
+
+        f = open_memstream(&errors, &errors_len);
+        if (!f) {
+                log_error_errno(errno, "Cannot reload: %m");
+                notify_ready();
+                return;
+        }
+        r = config_load(a->config_path, f, &c);
+        fclose(f);
+        if (r < 0) {
+                for (char *line = strtok(errors, "\n"); line; line = strtok(NULL, "\n"))
+                        log_error("%s", line);
+                log_error("The new configuration was refused; the running one stays in force.");
+                notify_ready();
+                return;
+        }
+
+        session_changed = !config_session_equal(a->config, c);
+        config_free(a->config);
+        a->config = TAKE_PTR(c);
+        log_set_max_level(a->config->log_level);
+
+        r = agent_make_topics(a);
+        if (r < 0)
+                log_error_errno(r, "Cannot build the topics: %m");
+        if (session_changed) {
+                log_info("The connection settings changed: reconnecting.");
+                agent_start_session(a);
+        } else if (a->report_timer)
+                agent_arm_report_timer(a);
+        log_info("Configuration reloaded.");
+        notify_ready();
+}
+
+static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata)
+{
+        Agent *a = userdata;
+
+        if (si->ssi_signo == SIGHUP) {
+                agent_reload(a);
+                return 0;
+        }
+
+        log_info("Received %s, stopping.", strsignal((int)si->ssi_signo));
+        notify_stopping();
+        mqtt_session_stop(a->mqtt);
+        return sd_event_exit(a->event, 0);
+}
+
+/* ---- lifecycle ---- */
+
+int agent_new(const char *config_path, Config *config, Agent **ret)
+{
+        static const MqttSessionCallbacks callbacks = {
+                .connected = on_connected,
+                .disconnected = on_disconnected,
+                .message = on_message,
+        };
+        Agent *a;
+        int r;
+
+        a = calloc(1, sizeof(*a));
+        if (!a)
+                return -ENOMEM;
+        a->config = config;
+        a->config_path = strdup(config_path);
+        if (!a->config_path) {
+                agent_free(a);
+                return -ENOMEM;
+        }
+
+        r = sd_event_new(&a->event);
+        if (r >= 0)
+                r = agent_make_topics(a);
+        if (r >= 0)
+                r = mqtt_session_new(a->event, &callbacks, a, &a->mqtt);
+        if (r < 0) {
+                agent_free(a);
+                return r;
+        }
+        *ret = a;
+        return 0;
+}
+
+Agent *agent_free(Agent *a)
+{
+        if (!a)
+                return NULL;
+        process_free(a->version_query);
+        sd_event_source_disable_unref(a->report_timer);
+        sd_event_source_disable_unref(a->switch_timer);
+        registration_free(a->registration);
+        mqtt_session_free(a->mqtt);
+        credentials_free(a->credentials);
+        for (TopicKind k = 0; k < _TOPIC_MAX; k++)
+                free(a->topics[k]);
+        free(a->last_fw_version);
+        sd_event_unref(a->event);
+        config_free(a->config);
+        free(a->config_path);
+        free(a);
+        return NULL;
+}
+
+int agent_run(Agent *a)
+{
+        static const int signals[] = { SIGTERM, SIGINT, SIGHUP };
+        sigset_t mask;
+        int r;
+
+        /* sd-event's signal and child sources need these blocked; children get a clean mask (process.c). */
+        sigemptyset(&mask);
+        for (size_t i = 0; i < ELEMENTSOF(signals); i++)
+                sigaddset(&mask, signals[i]);
+        sigaddset(&mask, SIGCHLD);
+        if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
+                return log_error_errno(errno, "Cannot block signals: %m");
+        /* A broker closing the socket must not kill us. */
+        signal(SIGPIPE, SIG_IGN);
+
+        for (size_t i = 0; i < ELEMENTSOF(signals); i++) {
+                r = sd_event_add_signal(a->event, NULL, signals[i], on_signal, a);
+                if (r < 0)
+                        return log_error_errno(r, "Cannot watch signal %d: %m", signals[i]);
+        }
+
+        r = sd_event_set_watchdog(a->event, true);
+        if (r < 0)
+                log_warning_errno(r, "Cannot enable the watchdog: %m");
+        else if (r > 0)
+                log_debug("Watchdog enabled.");
+
+        agent_start_session(a);
+        /* Ready once configured and looping, not when the broker answers: offline is a state, not a failure. */
+        notify_ready();
+        log_info("krtiotd %s started: product %s, device %s, broker %s.", PACKAGE_VERSION,
+                 a->config->product_id, a->config->device_id, a->config->mqtt_uri);
+
+        r = sd_event_loop(a->event);
+        if (r < 0)
+                return log_error_errno(r, "Event loop failed: %m");
+        return r;
+}

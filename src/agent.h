@@ -1,0 +1,18 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The Agent owns every other object (config, MQTT session, registration,
+ * OTA, timers) and wires their events together. main() makes one, runs it,
+ * and frees it.
+ */
+#pragma once
+
+#include "config.h"
+
+typedef struct Agent Agent;
+
+/* Takes ownership of CONFIG (loaded from CONFIG_PATH, which SIGHUP re-reads). */
+int agent_new(const char *config_path, Config *config, Agent **ret);
+Agent *agent_free(Agent *a);
+
+/* Runs the loop until SIGTERM/SIGINT. Returns the exit status (0) or -errno. */
+int agent_run(Agent *a);

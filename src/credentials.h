@@ -1,0 +1,37 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The durable device-secret store: {state_dir}/credentials.json,
+ * {"product_id":…,"device_id":…,"device_secret":…}, mode 0600, written with
+ * write_file_atomic(). The secret is erased from memory when freed.
+ */
+#pragma once
+
+#define CREDENTIALS_FILE "credentials.json"
+#define CREDENTIALS_MAX_SIZE 4096
+
+typedef struct Credentials {
+        char *product_id;
+        char *device_id;
+        char *device_secret;
+} Credentials;
+
+/*
+ * Loads the store. Returns 0 and a new object, -ENOENT when there is none,
+ * -EBADMSG when the file is corrupt or truncated (callers treat that as
+ * absent, and say so), or another -errno when it cannot be read.
+ */
+int credentials_load(const char *state_dir, Credentials **ret);
+
+/* Writes the store durably; returns only once it is on disk. 0 or -errno. */
+int credentials_store(const char *state_dir, const char *product_id, const char *device_id,
+                      const char *device_secret);
+
+/* Whether C belongs to this product and device. */
+int credentials_match(const Credentials *c, const char *product_id, const char *device_id);
+
+Credentials *credentials_free(Credentials *c);
+static inline void credentials_freep(Credentials **c)
+{
+        credentials_free(*c);
+}
+#define _cleanup_credentials_ __attribute__((cleanup(credentials_freep)))

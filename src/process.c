@@ -1,0 +1,607 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * One child process run from the event loop: fork+execve of an absolute
+ * path, the child's stdout/stderr read from non-blocking pipes by I/O
+ * sources, its exit seen by an sd-event child source, a timeout by a time
+ * source.
+ *
+ * Invariants:
+ * - The caller (the daemon, or a test) has SIGCHLD blocked before the event
+ *   loop is created: sd_event_add_child() refuses to work otherwise.
+ * - The child is its own process group leader, so signals sent to -pid reach
+ *   whatever it started too. Until our child callback returns, the child is
+ *   at worst an unreaped zombie (sd-event reaps it after the callback), so
+ *   p->pid cannot name an unrelated process whenever we signal it.
+ * - Memory is bounded whatever the child prints: a fixed line buffer per
+ *   stream, captured output up to capture_max, the rest read and dropped.
+ * - DONE is called exactly once, from the child callback, after every source
+ *   has been removed; nothing touches the Process after it.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE 1 /* pipe2, dup3, close_range, getdents64 */
+#endif
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+
+#include "log.h"
+#include "process.h"
+#include "util/macro.h"
+
+/* Not a parameter on purpose: a hook that ignores SIGTERM gets this long to clean up, no more. */
+#define PROCESS_KILL_GRACE_USEC (5 * USEC_PER_SEC)
+/* Longer lines are logged in pieces: a journal line is not a place for megabytes. */
+#define PROCESS_LINE_MAX 1024
+#define PROCESS_READ_CHUNK (64 * 1024)
+/* At exit, what a grandchild keeps writing must not keep us reading forever. */
+#define PROCESS_DRAIN_MAX (4 * 1024 * 1024)
+
+static const char PROCESS_DEFAULT_PATH[] = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+static const char PROCESS_DEFAULT_LANG[] = "LANG=C";
+
+typedef struct ProcessStream {
+        Process *process;
+        int fd;
+        sd_event_source *source;
+        bool capture;
+        size_t line_len;
+        char line[PROCESS_LINE_MAX + 1];
+} ProcessStream;
+
+struct Process {
+        pid_t pid;
+        bool exited; /* our child callback ran: nothing left to kill or reap */
+        bool timed_out;
+        bool overflow;
+        bool log_truncated;
+        char *prefix;
+
+        ProcessStream out, err;
+        int exec_fd; /* carries the child's errno if it failed before or in execve() */
+        sd_event_source *child_source, *timer_source;
+
+        char *capture;
+        size_t capture_len, capture_alloc, capture_max;
+        size_t log_max, logged;
+
+        ProcessDone done;
+        void *userdata;
+};
+
+static void stream_close(ProcessStream *s);
+
+static void process_signal(Process *p, int sig)
+{
+        /* The child may have left our process group (setsid); then at least the child itself. */
+        if (kill(-p->pid, sig) < 0)
+                (void)kill(p->pid, sig);
+}
+
+static void process_remove_sources(Process *p)
+{
+        stream_close(&p->out);
+        stream_close(&p->err);
+        p->child_source = sd_event_source_disable_unref(p->child_source);
+        p->timer_source = sd_event_source_disable_unref(p->timer_source);
+}
+
+Process *process_free(Process *p)
+{
+        if (!p)
+                return NULL;
+
+        process_remove_sources(p);
+
+        if (p->pid > 0 && !p->exited) {
+                process_signal(p, SIGKILL);
+                /* Blocking, but only for a process that has just been sent SIGKILL. */
+                while (waitpid(p->pid, NULL, 0) < 0 && errno == EINTR)
+                        ;
+        }
+
+        if (p->exec_fd >= 0)
+                close(p->exec_fd);
+        free(p->capture);
+        free(p->prefix);
+        free(p);
+        return NULL;
+}
+
+int process_pid(const Process *p)
+{
+        return p ? p->pid : -EINVAL;
+}
+
+/* ---- output ---- */
+
+static void process_log_line(Process *p, char *line, size_t len)
+{
+        size_t n;
+
+        if (p->log_truncated)
+                return;
+
+        if (len > 0 && line[len - 1] == '\r')
+                len--;
+        if (len == 0)
+                return;
+
+        /* Hook output is untrusted: no escape sequences or NULs into the journal. */
+        for (size_t i = 0; i < len; i++)
+                if ((unsigned char)line[i] < 0x20 || line[i] == 0x7f)
+                        line[i] = '?';
+
+        n = MIN(len, p->log_max - p->logged);
+        if (n > 0) {
+                line[n] = 0;
+                log_info("%s: %s", p->prefix, line);
+                p->logged += n;
+        }
+        if (n < len) {
+                log_warning("%s: output truncated after %zu bytes", p->prefix, p->logged);
+                p->log_truncated = true;
+        }
+}
+
+static void stream_flush_line(ProcessStream *s)
+{
+        process_log_line(s->process, s->line, s->line_len);
+        s->line_len = 0;
+}
+
+static void process_capture_drop(Process *p)
+{
+        p->overflow = true;
+        free(p->capture);
+        p->capture = NULL;
+        p->capture_len = p->capture_alloc = 0;
+}
+
+static void process_capture(Process *p, const char *buf, size_t n)
+{
+        size_t need, alloc;
+        char *c;
+
+        if (p->overflow)
+                return;
+
+        if (n > p->capture_max - p->capture_len) {
+                /* The result is -EFBIG whatever comes next: the partial output is of no use. */
+                process_capture_drop(p);
+                return;
+        }
+
+        need = p->capture_len + n + 1;
+        if (need > p->capture_alloc) {
+                alloc = MAX(need, MIN(p->capture_alloc * 2, p->capture_max + 1));
+                c = realloc(p->capture, alloc);
+                if (!c) {
+                        /* Nowhere to report it but the result; -EFBIG is the nearest truth. */
+                        process_capture_drop(p);
+                        return;
+                }
+                p->capture = c;
+                p->capture_alloc = alloc;
+        }
+
+        memcpy(p->capture + p->capture_len, buf, n);
+        p->capture_len += n;
+        p->capture[p->capture_len] = 0;
+}
+
+static void stream_feed(ProcessStream *s, const char *buf, size_t n)
+{
+        if (s->capture) {
+                process_capture(s->process, buf, n);
+                return;
+        }
+
+        for (size_t i = 0; i < n && !s->process->log_truncated; i++) {
+                if (buf[i] == '\n') {
+                        stream_flush_line(s);
+                        continue;
+                }
+                s->line[s->line_len++] = buf[i];
+                if (s->line_len == PROCESS_LINE_MAX)
+                        stream_flush_line(s);
+        }
+}
+
+/* Reads at most BUDGET bytes of what is there now. Returns 1 at EOF (or a read error), else 0. */
+static int stream_read(ProcessStream *s, size_t budget)
+{
+        char buf[PROCESS_READ_CHUNK];
+        ssize_t n;
+
+        while (budget > 0) {
+                n = read(s->fd, buf, MIN(sizeof(buf), budget));
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return errno == EAGAIN ? 0 : 1;
+                }
+                if (n == 0)
+                        return 1;
+                stream_feed(s, buf, (size_t)n);
+                budget -= (size_t)n;
+        }
+        return 0;
+}
+
+static void stream_close(ProcessStream *s)
+{
+        if (s->fd < 0)
+                return;
+
+        if (!s->capture && s->line_len > 0)
+                stream_flush_line(s);
+        s->source = sd_event_source_disable_unref(s->source);
+        close(s->fd);
+        s->fd = -1;
+}
+
+static int stream_on_io(sd_event_source *source, int fd, uint32_t revents, void *userdata)
+{
+        ProcessStream *s = userdata;
+
+        /* One chunk per wakeup, so a flooding child cannot starve the rest of the loop. */
+        if (stream_read(s, PROCESS_READ_CHUNK) > 0)
+                stream_close(s);
+        return 0;
+}
+
+/* ---- exit and timeout ---- */
+
+static int process_result(Process *p, const siginfo_t *si)
+{
+        int e;
+
+        /* The write end closed at execve() or exit: this never blocks. */
+        if (read(p->exec_fd, &e, sizeof(e)) == (ssize_t)sizeof(e))
+                return e > 0 ? -e : -EIO;
+
+        if (p->timed_out)
+                return -ETIMEDOUT;
+        if (si->si_code != CLD_EXITED)
+                return -EINTR;
+        if (p->overflow)
+                return -EFBIG;
+        return si->si_status;
+}
+
+static int process_on_child(sd_event_source *source, const siginfo_t *si, void *userdata)
+{
+        _cleanup_free_ char *output = NULL;
+        Process *p = userdata;
+        ProcessDone done = p->done;
+        size_t output_len;
+        int result;
+
+        p->exited = true;
+
+        /* We decided to stop the whole group; what the child left behind goes too. */
+        if (p->timed_out)
+                (void)kill(-p->pid, SIGKILL);
+
+        /*
+         * What the child wrote before exiting is in the pipes now. Read until
+         * EAGAIN, not EOF: a grandchild may hold the write ends for hours.
+         */
+        if (p->out.fd >= 0)
+                (void)stream_read(&p->out, PROCESS_DRAIN_MAX);
+        if (p->err.fd >= 0)
+                (void)stream_read(&p->err, PROCESS_DRAIN_MAX);
+        process_remove_sources(p);
+
+        result = process_result(p, si);
+
+        /* Taken out of P: OUTPUT stays valid for the whole call even if DONE frees P. */
+        output = TAKE_PTR(p->capture);
+        output_len = output ? p->capture_len : 0;
+
+        p->done = NULL;
+        done(p, result, output ? output : "", output_len, p->userdata);
+        return 0;
+}
+
+static int process_on_timeout(sd_event_source *source, uint64_t usec, void *userdata)
+{
+        Process *p = userdata;
+
+        if (p->timed_out) {
+                process_signal(p, SIGKILL);
+                return 0;
+        }
+
+        p->timed_out = true;
+        process_signal(p, SIGTERM);
+
+        if (sd_event_source_set_time_relative(source, PROCESS_KILL_GRACE_USEC) < 0 ||
+            sd_event_source_set_enabled(source, SD_EVENT_ONESHOT) < 0)
+                /* No way to wait for the grace period: skip it rather than wait forever. */
+                process_signal(p, SIGKILL);
+        return 0;
+}
+
+/* ---- spawning ---- */
+
+/* The pipes must not land on 0-2 (a daemon started with those closed): the child's dup2() would clobber them. */
+static int fd_move_above_stdio(int fd)
+{
+        int copy, r;
+
+        if (fd > 2)
+                return fd;
+
+        copy = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+        r = copy < 0 ? negative_errno() : copy;
+        close(fd);
+        return r;
+}
+
+static int pipe_new(int ret[2])
+{
+        int fds[2];
+
+        if (pipe2(fds, O_CLOEXEC) < 0)
+                return negative_errno();
+
+        fds[0] = fd_move_above_stdio(fds[0]);
+        fds[1] = fd_move_above_stdio(fds[1]);
+        if (fds[0] < 0 || fds[1] < 0) {
+                int r = fds[0] < 0 ? fds[0] : fds[1];
+                if (fds[0] >= 0)
+                        close(fds[0]);
+                if (fds[1] >= 0)
+                        close(fds[1]);
+                return r;
+        }
+
+        ret[0] = fds[0];
+        ret[1] = fds[1];
+        return 0;
+}
+
+static void pipe_closep(int (*fds)[2])
+{
+        closep(&(*fds)[0]);
+        closep(&(*fds)[1]);
+}
+
+#define _cleanup_pipe_ _cleanup_(pipe_closep)
+
+static bool env_has_key(char *const *env, const char *entry)
+{
+        size_t k = strcspn(entry, "=") + 1; /* "KEY=" */
+
+        for (size_t i = 0; env && env[i]; i++)
+                if (strncmp(env[i], entry, k) == 0)
+                        return true;
+        return false;
+}
+
+/* A new NULL-terminated array pointing into EXTRA and static strings: only the array is allocated. */
+static int env_build(char *const *extra, char ***ret)
+{
+        static const char *const defaults[] = { PROCESS_DEFAULT_PATH, PROCESS_DEFAULT_LANG };
+        size_t n = 0, k = 0;
+        char **envp;
+
+        for (; extra && extra[n]; n++)
+                if (extra[n][0] == '=' || !strchr(extra[n], '='))
+                        return -EINVAL;
+
+        envp = calloc(n + ELEMENTSOF(defaults) + 1, sizeof(char *));
+        if (!envp)
+                return -ENOMEM;
+
+        /* The caller's entries win over the defaults, not by order (getenv() takes the first). */
+        for (size_t i = 0; i < ELEMENTSOF(defaults); i++)
+                if (!env_has_key(extra, defaults[i]))
+                        envp[k++] = (char *)defaults[i];
+        for (size_t i = 0; i < n; i++)
+                envp[k++] = extra[i];
+
+        *ret = envp;
+        return 0;
+}
+
+/* Only async-signal-safe calls from here: this runs in the child of fork(). */
+static void close_all_fds_from(int from)
+{
+        union {
+                struct dirent64 entry;
+                char buf[4096];
+        } u;
+        struct rlimit rl;
+        ssize_t n;
+        int dfd;
+
+        if (close_range((unsigned)from, ~0U, 0) >= 0)
+                return;
+
+        /* Kernels before 5.9. opendir() allocates, getdents64() does not. */
+        dfd = open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd >= 0) {
+                while ((n = getdents64(dfd, u.buf, sizeof(u.buf))) > 0)
+                        for (ssize_t off = 0; off < n;) {
+                                struct dirent64 *de = (struct dirent64 *)(u.buf + off);
+                                int fd = 0;
+                                bool number = de->d_name[0] != 0;
+
+                                for (const char *c = de->d_name; *c && number; c++) {
+                                        number = *c >= '0' && *c <= '9' && fd < 100000000;
+                                        fd = fd * 10 + (*c - '0');
+                                }
+                                if (number && fd >= from && fd != dfd)
+                                        close(fd);
+                                off += de->d_reclen;
+                        }
+                close(dfd);
+                if (n == 0)
+                        return;
+        }
+
+        /* No /proc either: every possible fd. */
+        if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_max > (1U << 20))
+                rl.rlim_max = 1U << 20;
+        for (rlim_t fd = (rlim_t)from; fd < rl.rlim_max; fd++)
+                close((int)fd);
+}
+
+typedef struct ChildSetup {
+        char *const *argv;
+        char **envp;
+        int null_fd, out_fd, err_fd, exec_fd;
+} ChildSetup;
+
+_Noreturn static void child_exec(const ChildSetup *c)
+{
+        struct sigaction sa = { .sa_handler = SIG_DFL };
+        int exec_fd = c->exec_fd, e;
+        sigset_t ss;
+
+        /* SIG_IGN survives execve(), and sd-event users block signals: give the hook a clean slate. */
+        for (int sig = 1; sig < _NSIG; sig++)
+                if (sig != SIGKILL && sig != SIGSTOP)
+                        (void)sigaction(sig, &sa, NULL);
+        sigemptyset(&ss);
+        if (sigprocmask(SIG_SETMASK, &ss, NULL) < 0)
+                goto fail;
+
+        /* The parent does it too; whichever comes first, the timeout's kill(-pid) reaches everything. */
+        if (setpgid(0, 0) < 0)
+                goto fail;
+
+        if (dup2(c->null_fd, STDIN_FILENO) < 0 || dup2(c->out_fd, STDOUT_FILENO) < 0 ||
+            dup2(c->err_fd, STDERR_FILENO) < 0)
+                goto fail;
+
+        /* Keep the errno pipe just above stdio, close-on-exec, and everything else closed. */
+        if (exec_fd != 3) {
+                if (dup3(exec_fd, 3, O_CLOEXEC) < 0)
+                        goto fail;
+                exec_fd = 3;
+        }
+        close_all_fds_from(4);
+
+        execve(c->argv[0], c->argv, c->envp);
+
+fail:
+        e = errno;
+        (void)!write(exec_fd, &e, sizeof(e));
+        _exit(127);
+}
+
+static int process_add_sources(Process *p, sd_event *event, uint64_t timeout_usec)
+{
+        int r;
+
+        r = sd_event_add_child(event, &p->child_source, p->pid, WEXITED, process_on_child, p);
+        if (r < 0)
+                return r;
+
+        r = sd_event_add_io(event, &p->out.source, p->out.fd, EPOLLIN, stream_on_io, &p->out);
+        if (r < 0)
+                return r;
+
+        r = sd_event_add_io(event, &p->err.source, p->err.fd, EPOLLIN, stream_on_io, &p->err);
+        if (r < 0)
+                return r;
+
+        if (timeout_usec > 0) {
+                r = sd_event_add_time_relative(event, &p->timer_source, CLOCK_MONOTONIC, timeout_usec,
+                                               10 * USEC_PER_MSEC, process_on_timeout, p);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+int process_spawn(sd_event *event, const ProcessParams *params, ProcessDone done, void *userdata,
+                  Process **ret)
+{
+        _cleanup_pipe_ int out[2] = { -1, -1 }, err[2] = { -1, -1 }, exec[2] = { -1, -1 };
+        _cleanup_close_ int null_fd = -1;
+        _cleanup_free_ char **envp = NULL;
+        Process *p;
+        pid_t pid;
+        int r;
+
+        if (!event || !params || !params->argv || !params->argv[0] || params->argv[0][0] != '/' || !done ||
+            !ret)
+                return -EINVAL;
+
+        r = env_build(params->env, &envp);
+        if (r < 0)
+                return r;
+
+        if ((r = pipe_new(out)) < 0 || (r = pipe_new(err)) < 0 || (r = pipe_new(exec)) < 0)
+                return r;
+        /* Only our ends: a non-blocking stdout would make the child's writes fail with EAGAIN. */
+        if (fcntl(out[0], F_SETFL, O_NONBLOCK) < 0 || fcntl(err[0], F_SETFL, O_NONBLOCK) < 0 ||
+            fcntl(exec[0], F_SETFL, O_NONBLOCK) < 0)
+                return negative_errno();
+
+        null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        if (null_fd < 0)
+                return negative_errno();
+        null_fd = fd_move_above_stdio(null_fd);
+        if (null_fd < 0)
+                return null_fd;
+
+        p = calloc(1, sizeof(*p));
+        if (!p)
+                return -ENOMEM;
+        *p = (Process){
+                .out = { .process = p, .fd = -1, .capture = params->capture_stdout },
+                .err = { .process = p, .fd = -1 },
+                .exec_fd = -1,
+                .capture_max = MIN(params->capture_max, SIZE_MAX - 1), /* + 1 for the NUL must not wrap */
+                .log_max = params->log_max,
+                .done = done,
+                .userdata = userdata,
+        };
+        p->prefix = strdup(params->log_prefix ? params->log_prefix : params->argv[0]);
+        if (!p->prefix) {
+                process_free(p);
+                return -ENOMEM;
+        }
+
+        pid = fork();
+        if (pid < 0) {
+                r = negative_errno();
+                process_free(p);
+                return r;
+        }
+        if (pid == 0)
+                child_exec(&(ChildSetup){
+                        .argv = params->argv,
+                        .envp = envp,
+                        .null_fd = null_fd,
+                        .out_fd = out[1],
+                        .err_fd = err[1],
+                        .exec_fd = exec[1],
+                });
+
+        /* Before anyone can signal the group: the child may not have run setpgid() yet. EACCES after execve(). */
+        (void)setpgid(pid, pid);
+
+        p->pid = pid;
+        p->out.fd = TAKE_FD(out[0]);
+        p->err.fd = TAKE_FD(err[0]);
+        p->exec_fd = TAKE_FD(exec[0]);
+
+        r = process_add_sources(p, event, params->timeout_usec);
+        if (r < 0) {
+                process_free(p); /* kills and reaps the child */
+                return r;
+        }
+
+        *ret = p;
+        return 0;
+}

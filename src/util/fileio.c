@@ -1,0 +1,260 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * File helpers. write_file_atomic() is the one place that knows how to make
+ * a file durable: temporary file, fsync, rename, fsync of the directory, in
+ * that order; a failure before the rename leaves no temporary file behind.
+ * The readers never allocate more than their caller's limit, and they erase
+ * what they drop on the way, because they also read secrets.
+ */
+#include <fcntl.h>
+#include <limits.h>
+#include <stdbool.h>
+#include <sys/stat.h>
+
+#include "util/fileio.h"
+#include "util/macro.h"
+#include "util/random-id.h"
+
+#define WHITESPACE " \t\n\r\f\v"
+#define ONE_LINE_FILE_MAX 4096
+#define TMP_NAME_TRIES 16
+
+static bool filename_valid(const char *name)
+{
+        return name && *name && !strchr(name, '/') && strcmp(name, ".") != 0 && strcmp(name, "..") != 0;
+}
+
+static int loop_write(int fd, const void *data, size_t len)
+{
+        const uint8_t *p = data;
+
+        while (len > 0) {
+                ssize_t k = write(fd, p, len);
+                if (k < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return negative_errno();
+                }
+                if (k == 0) /* never for a regular file; don't spin if it happens */
+                        return -EIO;
+                p += k;
+                len -= (size_t)k;
+        }
+        return 0;
+}
+
+/* Creates DFD/NAME.tmp.RANDOM with MODE (narrowed by the umask, widened back by the caller). */
+static int open_tmpfile(int dfd, const char *name, mode_t mode, char ret_tmp[static NAME_MAX + 1])
+{
+        for (unsigned i = 0; i < TMP_NAME_TRIES; i++) {
+                char suffix[RANDOM_ID_LEN + 1];
+                int fd, r;
+
+                r = random_id(suffix);
+                if (r < 0)
+                        return r;
+
+                r = snprintf(ret_tmp, NAME_MAX + 1, "%s.tmp.%s", name, suffix);
+                if (r < 0 || r > NAME_MAX)
+                        return -ENAMETOOLONG;
+
+                fd = openat(dfd, ret_tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY,
+                            mode);
+                if (fd >= 0)
+                        return fd;
+                if (errno != EEXIST)
+                        return negative_errno();
+        }
+        return -EEXIST;
+}
+
+/* Everything that happens to the temporary file before it may be renamed. Closes FD. */
+static int tmpfile_fill(int fd, const void *data, size_t len, mode_t mode)
+{
+        _cleanup_close_ int f = fd;
+        int r;
+
+        /* The umask narrowed the mode at creation; the caller's MODE is what it must be. */
+        if (fchmod(f, mode) < 0)
+                return negative_errno();
+
+        r = loop_write(f, data, len);
+        if (r < 0)
+                return r;
+
+        if (fsync(f) < 0)
+                return negative_errno();
+
+        /* After fsync a close error means nothing was lost, but treat it as the failure it claims. */
+        if (close(TAKE_FD(f)) < 0)
+                return negative_errno();
+
+        return 0;
+}
+
+int write_file_atomic(const char *dir, const char *name, const void *data, size_t len, mode_t mode)
+{
+        _cleanup_close_ int dfd = -1;
+        char tmp[NAME_MAX + 1];
+        int fd, r;
+
+        if (!dir || !filename_valid(name) || (!data && len > 0))
+                return -EINVAL;
+
+        mode &= 07777;
+
+        dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd < 0)
+                return negative_errno();
+
+        fd = open_tmpfile(dfd, name, mode, tmp);
+        if (fd < 0)
+                return fd;
+
+        r = tmpfile_fill(fd, data, len, mode);
+        if (r < 0)
+                goto fail;
+
+        if (renameat(dfd, tmp, dfd, name) < 0) {
+                r = negative_errno();
+                goto fail;
+        }
+
+        /*
+         * Makes the rename itself durable. NAME already holds the new content
+         * here, so a failure cannot be undone, only reported. EINVAL means the
+         * file system cannot sync directories at all: nothing more can be done,
+         * and failing forever would be worse.
+         */
+        if (fsync(dfd) < 0 && errno != EINVAL)
+                return negative_errno();
+
+        return 0;
+
+fail:
+        (void)unlinkat(dfd, tmp, 0);
+        return r;
+}
+
+/* Moves BUF into a bigger allocation, erasing the old one: it may hold a secret. */
+static int buffer_grow(char **buf, size_t len, size_t new_size)
+{
+        char *n;
+
+        n = malloc(new_size);
+        if (!n)
+                return -ENOMEM;
+        memcpy(n, *buf, len);
+        explicit_bzero(*buf, len);
+        free(*buf);
+        *buf = n;
+        return 0;
+}
+
+int read_file_limited(const char *path, size_t max, char **ret, size_t *ret_len)
+{
+        _cleanup_close_ int fd = -1;
+        char *buf = NULL;
+        size_t size, len = 0;
+        struct stat st;
+        int r;
+
+        /* max + 1 must not overflow, and read() takes at most SSIZE_MAX. */
+        if (!path || !ret || max >= SSIZE_MAX)
+                return -EINVAL;
+
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        if (fd < 0)
+                return negative_errno();
+
+        if (fstat(fd, &st) < 0)
+                return negative_errno();
+        if (S_ISDIR(st.st_mode))
+                return -EISDIR;
+        if (S_ISREG(st.st_mode) && (uint64_t)st.st_size > max)
+                return -EFBIG;
+
+        /*
+         * The size from stat() is only a hint (0 for /proc and /sys files, and
+         * the file may grow meanwhile); reading one byte past MAX is what tells
+         * a file that is too big.
+         */
+        size = (S_ISREG(st.st_mode) && st.st_size > 0 ? (size_t)st.st_size : MIN(max, (size_t)4095)) + 1;
+        buf = malloc(size);
+        if (!buf)
+                return -ENOMEM;
+
+        for (;;) {
+                ssize_t k;
+
+                if (len == size) {
+                        if (len > max) {
+                                r = -EFBIG;
+                                goto fail;
+                        }
+                        size = len > max - len ? max + 1 : 2 * len;
+                        r = buffer_grow(&buf, len, size);
+                        if (r < 0)
+                                goto fail;
+                }
+
+                k = read(fd, buf + len, size - len);
+                if (k < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        r = negative_errno();
+                        goto fail;
+                }
+                if (k == 0)
+                        break;
+                len += (size_t)k;
+        }
+
+        /* len < size here: the loop only reads when there is room, and stops at EOF. */
+        buf[len] = '\0';
+        *ret = buf;
+        if (ret_len)
+                *ret_len = len;
+        return 0;
+
+fail:
+        explicit_bzero(buf, len);
+        free(buf);
+        return r;
+}
+
+int read_one_line_file(const char *path, char **ret)
+{
+        char *buf;
+        int r;
+
+        if (!ret)
+                return -EINVAL;
+
+        r = read_file_limited(path, ONE_LINE_FILE_MAX, &buf, NULL);
+        if (r < 0)
+                return r;
+
+        *ret = strstrip(buf);
+        return 0;
+}
+
+char *strstrip(char *s)
+{
+        size_t skip, len, total;
+
+        if (!s)
+                return NULL;
+
+        skip = strspn(s, WHITESPACE);
+        total = strlen(s);
+        len = total - skip;
+        while (len > 0 && strchr(WHITESPACE, s[skip + len - 1]))
+                len--;
+
+        /* Callers free() the result, so it must stay the start of the allocation. The old tail is
+         * zeroed: it may be part of a secret, and erase_and_free() only sees up to the NUL. */
+        memmove(s, s + skip, len);
+        memset(s + len, 0, total - len);
+        return s;
+}

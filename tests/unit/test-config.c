@@ -1,0 +1,630 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * config.c against files: good ones and every field they resolve to, bad
+ * ones and the exact lines they must produce, the secret never printed, and
+ * the documentation (man page, shipped example) naming every accepted key.
+ * Data files may say @DATA@ for the data directory (their absolute paths
+ * depend on the checkout); each is copied to a temporary directory with it
+ * replaced and loaded from there. Expected output says @F@ for the file
+ * passed to config_load() and @D@ for the data directory.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE 1 /* asprintf, open_memstream */
+#endif
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <syslog.h>
+
+#include "build-config.h"
+#include "config.h"
+#include "tap.h"
+#include "util/fileio.h"
+#include "util/macro.h"
+
+#define DATA TEST_DATA_DIR "/config"
+#define MAN_PAGE TEST_DATA_DIR "/../../../man/krtiot.conf.5.scd"
+#define EXAMPLE TEST_DATA_DIR "/../../../conf/krtiot.conf"
+#define SECRET "NeverPrintMe-7f3a" /* the product.secret of the bad files */
+
+static char tmpdir[] = "/tmp/test-config.XXXXXX";
+
+static char *xstrdup(const char *s)
+{
+        char *p = strdup(s);
+
+        if (!p)
+                abort();
+        return p;
+}
+
+/* S with every FROM replaced by TO. */
+static char *replace_all(const char *s, const char *from, const char *to)
+{
+        char *buf = NULL;
+        size_t size = 0;
+        FILE *f = open_memstream(&buf, &size);
+        const char *p;
+
+        if (!f)
+                abort();
+        while ((p = strstr(s, from))) {
+                fwrite(s, 1, (size_t)(p - s), f);
+                fputs(to, f);
+                s = p + strlen(from);
+        }
+        fputs(s, f);
+        fclose(f);
+        return buf;
+}
+
+static char *read_text(const char *path)
+{
+        char *text = NULL;
+
+        if (read_file_limited(path, 1024 * 1024, &text, NULL) < 0)
+                return NULL;
+        return text;
+}
+
+/* Writes CONTENT as tmpdir/NAME; returns that path. */
+static char *put(const char *name, const char *content, size_t len)
+{
+        char *path;
+
+        if (write_file_atomic(tmpdir, name, content, len, 0644) < 0 ||
+            asprintf(&path, "%s/%s", tmpdir, name) < 0)
+                abort();
+        return path;
+}
+
+/* Copies DATA/NAME to the temporary directory with @DATA@ replaced. */
+static char *stage(const char *name)
+{
+        _cleanup_free_ char *src = NULL, *text = NULL, *path = NULL;
+
+        if (asprintf(&src, "%s/%s", DATA, name) < 0)
+                abort();
+        text = read_text(src);
+        if (!text) {
+                printf("# cannot read %s\n", src);
+                return xstrdup("/nonexistent/staging-failed");
+        }
+        path = replace_all(text, "@DATA@", DATA);
+        return put(name, path, strlen(path));
+}
+
+/* Loads PATH; returns config_load()'s result and everything it wrote. */
+static int load(const char *path, char **ret_errors, Config **ret)
+{
+        char *buf = NULL;
+        size_t size = 0;
+        FILE *f = open_memstream(&buf, &size);
+        int r;
+
+        if (!f)
+                abort();
+        r = config_load(path, f, ret);
+        fclose(f);
+        *ret_errors = buf;
+        return r;
+}
+
+static size_t argv_length(char **argv)
+{
+        size_t n = 0;
+
+        while (argv && argv[n])
+                n++;
+        return n;
+}
+
+/* ARGV equals WANT, a NULL-terminated list, or NULL for no argv at all. */
+static void is_argv(char **argv, const char *const *want, const char *name)
+{
+        size_t n = 0;
+
+        if (!want) {
+                ok(!argv, name);
+                return;
+        }
+        while (want[n])
+                n++;
+        is_int(argv_length(argv), n, name);
+        for (size_t i = 0; i < n && i < argv_length(argv); i++)
+                is_str(argv[i], want[i], name);
+}
+
+/* ---- good files ---- */
+
+static void check_minimal(const Config *c)
+{
+        is_int(c->log_level, LOG_INFO, "minimal: log_level defaults to info");
+        is_str(c->state_dir, "/var/lib/krtiot", "minimal: state_dir default");
+        is_str(c->mqtt_uri, "tcp://broker.example.com:1883", "minimal: uri as written");
+        ok(!c->mqtt_tls, "minimal: tcp:// is not TLS");
+        is_str(c->mqtt_host, "broker.example.com", "minimal: host");
+        is_int(c->mqtt_port, 1883, "minimal: port");
+        is_str(c->mqtt_client_id, "P1", "minimal: client_id defaults to the product ID");
+        is_int(c->mqtt_keepalive, 60, "minimal: keepalive default");
+        is_int(c->mqtt_reconnect_max, 60, "minimal: reconnect_max default");
+        ok(!c->mqtt_ca_file, "minimal: no mqtt ca_file");
+        is_str(c->product_id, "P1", "minimal: product id");
+        is_str(c->product_secret, "product-secret", "minimal: product secret");
+        is_str(c->device_id, "D1", "minimal: device id");
+        is_int(c->device_id_source, ID_SOURCE_CONFIG, "minimal: device id from the config");
+        ok(!c->device_id_source_arg, "minimal: no id source argument");
+        is_str(c->hw_version, "1.0.0", "minimal: hw_version");
+        ok(!c->hw_version_file, "minimal: no hw_version_file");
+        ok(!c->fw_version, "minimal: no fw_version");
+        is_str(c->fw_version_file, "/etc/krtiot/fw_version", "minimal: fw_version_file");
+        ok(!c->fw_version_from_hook, "minimal: fw_version not from the hook");
+        is_int(c->report_interval, 3600, "minimal: report.interval default");
+        is_int(c->registration_timeout, 30, "minimal: registration.timeout default");
+        is_str(c->ota_hook, HOOKS_DIR "/swupdate", "minimal: ota.hook default");
+        is_str(c->ota_download_dir, "/var/lib/krtiot/download", "minimal: download_dir under state_dir");
+        is_argv(c->ota_reboot_argv, (const char *const[]){ "/bin/systemctl", "reboot", NULL },
+                "minimal: default reboot command is two words");
+        ok(!c->ota_report_progress, "minimal: report_progress default off");
+        is_int(c->ota_hook_timeout, 1800, "minimal: hook_timeout default");
+        is_int(c->ota_max_image_size, 4ULL << 30, "minimal: max_image_size default 4 GiB");
+        is_int(c->ota_rate_limit, 0, "minimal: no rate limit");
+        is_int(c->ota_stall_timeout, 60, "minimal: stall_timeout default");
+        is_int(c->ota_connect_timeout, 30, "minimal: connect_timeout default");
+        is_int(c->ota_retries, 10, "minimal: retries default");
+        is_int(c->ota_max_redirects, 5, "minimal: max_redirects default");
+        ok(!c->ota_ca_file, "minimal: no ota ca_file");
+}
+
+static void check_full(const Config *c)
+{
+        is_int(c->log_level, LOG_DEBUG, "full: log_level");
+        is_str(c->state_dir, "/srv/krtiot", "full: state_dir");
+        is_str(c->mqtt_host, "10.0.0.1", "full: host");
+        is_int(c->mqtt_port, 16007, "full: port");
+        is_str(c->mqtt_client_id, "Prod-1.a_b:c:Dev-9", "full: client_id template expanded");
+        is_int(c->mqtt_keepalive, 120, "full: keepalive");
+        is_int(c->mqtt_reconnect_max, 600, "full: reconnect_max");
+        is_str(c->mqtt_ca_file, "/etc/ssl/mqtt-ca.pem", "full: mqtt ca_file");
+        is_str(c->product_id, "Prod-1.a_b:c", "full: product id with every allowed punctuation");
+        is_str(c->product_secret, "full-secret", "full: secret");
+        is_str(c->device_id, "Dev-9", "full: device id");
+        ok(!c->hw_version, "full: no literal hw_version");
+        is_str(c->hw_version_file, "/etc/krtiot/hw_version", "full: hw_version_file");
+        is_str(c->fw_version_file, "/etc/krtiot/fw_version", "full: fw_version_file");
+        is_int(c->report_interval, 600, "full: report.interval");
+        is_int(c->registration_timeout, 45, "full: registration.timeout");
+        is_str(c->ota_hook, "/usr/local/lib/krtiot/rauc", "full: ota.hook");
+        is_str(c->ota_download_dir, "/data/download", "full: download_dir");
+        is_argv(c->ota_reboot_argv, (const char *const[]){ "/sbin/reboot", "-f", NULL },
+                "full: reboot command split on runs of spaces");
+        ok(c->ota_report_progress, "full: report_progress");
+        is_int(c->ota_hook_timeout, 900, "full: hook_timeout");
+        is_int(c->ota_max_image_size, 1000000, "full: max_image_size");
+        is_int(c->ota_rate_limit, 65536, "full: rate_limit");
+        is_int(c->ota_stall_timeout, 120, "full: stall_timeout");
+        is_int(c->ota_connect_timeout, 10, "full: connect_timeout");
+        is_int(c->ota_retries, 0, "full: retries");
+        is_int(c->ota_max_redirects, 0, "full: max_redirects");
+        is_str(c->ota_ca_file, "/etc/ssl/ota-ca.pem", "full: ota ca_file");
+}
+
+static void check_ssl(const Config *c)
+{
+        ok(c->mqtt_tls, "ssl: ssl:// is TLS");
+        is_str(c->mqtt_host, "iot.krtyun.com", "ssl: host");
+        is_int(c->mqtt_port, 8883, "ssl: port");
+        is_str(c->mqtt_ca_file, "/etc/ssl/certs/ca-certificates.crt", "ssl: ca_file");
+        is_str(c->fw_version, "2.0.0", "ssl: literal fw_version");
+}
+
+static void check_ipv6(const Config *c)
+{
+        is_str(c->mqtt_host, "::1", "ipv6: host without brackets");
+        is_int(c->mqtt_port, 65535, "ipv6: highest port");
+        is_str(c->mqtt_client_id, "krt-D1-P1", "ipv6: both placeholders, in any order");
+        ok(c->fw_version_from_hook, "ipv6: fw_version_from_hook");
+        ok(!c->fw_version && !c->fw_version_file, "ipv6: no other fw_version source");
+}
+
+static void check_id_file(const Config *c)
+{
+        is_str(c->device_id, "SN-0042:rev.B", "id_from file: content trimmed");
+        is_int(c->device_id_source, ID_SOURCE_FILE, "id_from file: source");
+        is_str(c->device_id_source_arg, DATA "/device-id", "id_from file: source argument is the path");
+        is_int(c->mqtt_port, 1, "id_from file: lowest port");
+}
+
+static void check_id_mac(const Config *c)
+{
+        is_str(c->device_id, "000000000000", "id_from mac:lo: 12 hex digits");
+        is_int(c->device_id_source, ID_SOURCE_MAC, "id_from mac: source");
+        is_str(c->device_id_source_arg, "lo", "id_from mac: source argument is the interface");
+        is_str(c->mqtt_client_id, "000000000000", "id_from mac: {device_id} sees the resolved ID");
+}
+
+static void check_machine_id(const Config *c)
+{
+        is_str(c->device_id, "0123456789abcdef0123456789abcdef", "machine-id: from KRTIOT_MACHINE_ID_FILE");
+        is_int(c->device_id_source, ID_SOURCE_MACHINE_ID, "machine-id: source");
+        ok(!c->device_id_source_arg, "machine-id: no source argument");
+}
+
+static void check_secret_file(const Config *c)
+{
+        is_str(c->product_secret, "s3cr3t-from-file", "secret_file: trailing newline trimmed");
+}
+
+static void check_int64(const Config *c)
+{
+        is_int(c->ota_max_image_size, 8589934592ULL, "int64: 8 GiB with the L suffix");
+        is_int(c->ota_rate_limit, 5000000000ULL, "int64: 5e9 without L is not wrapped to 32 bits");
+        is_int(c->ota_hook_timeout, 16, "int64: hex integer");
+        is_int(c->ota_retries, 1000, "int64: upper bound included");
+}
+
+static void check_reboot_none(const Config *c)
+{
+        is_argv(c->ota_reboot_argv, NULL, "reboot_command \"\" gives no argv");
+}
+
+static const struct {
+        const char *file;
+        void (*check)(const Config *c);
+} good[] = {
+        { "good-minimal.conf", check_minimal },
+        { "good-full.conf", check_full },
+        { "good-ssl.conf", check_ssl },
+        { "good-ipv6.conf", check_ipv6 },
+        { "good-id-file.conf", check_id_file },
+        { "good-id-mac.conf", check_id_mac },
+        { "good-machine-id.conf", check_machine_id },
+        { "good-secret-file.conf", check_secret_file },
+        { "good-int64.conf", check_int64 },
+        { "good-reboot-none.conf", check_reboot_none },
+};
+
+static void test_good(void)
+{
+        for (size_t i = 0; i < ELEMENTSOF(good); i++) {
+                _cleanup_free_ char *path = stage(good[i].file), *errors = NULL;
+                _cleanup_config_ Config *c = NULL;
+                int r;
+
+                r = load(path, &errors, &c);
+                printf("# %s\n", good[i].file);
+                is_int(r, 0, "good file loads");
+                is_str(errors, "", "good file: no error output");
+                if (!c)
+                        continue;
+                is_str(c->path, path, "Config.path is the file loaded");
+                good[i].check(c);
+        }
+}
+
+/* ---- bad files: the exact output ---- */
+
+static const struct {
+        const char *file; /* NULL: a file that does not exist */
+        int ret;
+        const char *want;
+        const char *machine_id; /* KRTIOT_MACHINE_ID_FILE, under DATA */
+} bad[] = {
+        { NULL, -ENOENT, "@F@: cannot read: No such file or directory\n" },
+        { "bad-syntax.conf", -EINVAL, "@F@:3: syntax error: syntax error\n" },
+        { "bad-duplicate.conf", -EINVAL, "@F@:4: syntax error: duplicate setting name\n" },
+        { "bad-unknown.conf", -EINVAL,
+          "@F@:1: colour: unknown key\n"
+          "@F@:4: mqtt.keep_alive: unknown key\n"
+          "@F@:15: extras: unknown key\n" },
+        { "bad-type.conf", -EINVAL,
+          "@F@:1: state_dir: expected a string, got an integer\n"
+          "@F@:4: mqtt.keepalive: expected an integer, got a string\n"
+          "@F@:5: mqtt.reconnect_max: expected an integer, got a float\n"
+          "@F@:9: product.secret: expected a string, got an integer\n"
+          "@F@:17: report.interval: expected an integer, got a group\n"
+          "@F@:20: ota.report_progress: expected a boolean, got a string\n"
+          "@F@:21: ota.retries: expected an integer, got an array\n"
+          "@F@:23: registration: expected a group, got an integer\n" },
+        { "bad-range.conf", -EINVAL,
+          "@F@:3: mqtt.keepalive: 4 is out of range 5..65535\n"
+          "@F@:4: mqtt.reconnect_max: 86401 is out of range 1..86400\n"
+          "@F@:15: report.interval: 0 is out of range 1..604800\n"
+          "@F@:16: registration.timeout: -1 is out of range 1..3600\n"
+          "@F@:18: ota.max_image_size: 1125899906842625 is out of range 1..1125899906842624\n"
+          "@F@:19: ota.stall_timeout: 5000000000 is out of range 5..3600\n"
+          "@F@:20: ota.max_redirects: 21 is out of range 0..20\n" },
+        { "bad-missing.conf", -EINVAL,
+          "@F@:1: mqtt.uri: required key is missing\n"
+          "@F@:4: product.id: required key is missing\n"
+          "@F@:7: device.id: required key is missing (or device.id_from)\n"
+          "@F@:7: device.hw_version: required key is missing (or device.hw_version_file)\n"
+          "@F@:7: device.fw_version: required key is missing (or device.fw_version_file, or "
+          "device.fw_version_from_hook = true)\n" },
+        { "bad-missing-groups.conf", -EINVAL,
+          "@F@: mqtt: required group is missing\n"
+          "@F@: product: required group is missing\n"
+          "@F@: device: required group is missing\n" },
+        { "bad-both.conf", -EINVAL,
+          "@F@:7: product.secret_file: cannot be set together with product.secret\n"
+          "@F@:11: device.id_from: cannot be set together with device.id\n"
+          "@F@:13: device.hw_version_file: cannot be set together with device.hw_version\n"
+          "@F@:15: device.fw_version_file: cannot be set together with device.fw_version\n"
+          "@F@:16: device.fw_version_from_hook: cannot be set together with device.fw_version\n" },
+        { "bad-id-from.conf", -EINVAL,
+          "@F@:9: device.id_from: must be \"machine-id\", \"file:/ABSOLUTE/PATH\" or \"mac:IFACE\"\n" },
+        { "bad-id-from-unreadable.conf", -EINVAL,
+          "@F@:9: device.id_from: cannot read @D@/no-such-device-id: No such file or directory\n" },
+        { "bad-id-from-mac.conf", -EINVAL,
+          "@F@:9: device.id_from: mac: needs an interface name (1..15 characters, no /)\n" },
+        { "bad-id-from-no-iface.conf", -EINVAL,
+          "@F@:9: device.id_from: cannot read /sys/class/net/nosuchif0/address: "
+          "No such file or directory\n" },
+        { "bad-machine-id.conf", -EINVAL,
+          "@F@:9: device.id_from: @D@/machine-id-uninitialized does not hold a machine ID (32 hex digits)\n",
+          "machine-id-uninitialized" },
+        { "bad-scheme.conf", -EINVAL, "@F@:2: mqtt.uri: must start with tcp:// or ssl://\n" },
+        { "bad-no-port.conf", -EINVAL, "@F@:2: mqtt.uri: port is missing\n" },
+        { "bad-port.conf", -EINVAL, "@F@:2: mqtt.uri: port must be a number 1..65535\n" },
+        { "bad-placeholder.conf", -EINVAL, "@F@:3: mqtt.client_id: unknown placeholder {serial}\n" },
+        { "bad-relative.conf", -EINVAL,
+          "@F@:1: state_dir: must be an absolute path\n"
+          "@F@:4: mqtt.ca_file: must be an absolute path\n"
+          "@F@:8: product.secret_file: must be an absolute path\n"
+          "@F@:11: device.id_from: file: needs an absolute path\n"
+          "@F@:13: device.fw_version_file: must be an absolute path\n"
+          "@F@:16: ota.hook: must be an absolute path\n"
+          "@F@:17: ota.reboot_command: must start with the absolute path of a program\n" },
+        { "bad-device-id.conf", -EINVAL,
+          "@F@:5: product.id: must be 1..64 characters of A-Z a-z 0-9 . _ : -\n"
+          "@F@:9: device.id: must be 1..64 characters of A-Z a-z 0-9 . _ : -\n"
+          "@F@:10: device.hw_version: must be 1..64 printable characters\n"
+          "@F@:11: device.fw_version: must be 1..64 printable characters\n" },
+        { "bad-secret-empty.conf", -EINVAL, "@F@:6: product.secret_file: @D@/empty.secret is empty\n" },
+        { "bad-three.conf", -EINVAL,
+          "@F@:4: mqtt.keepalive: 1 is out of range 5..65535\n"
+          "@F@:14: device.colour: unknown key\n"
+          "@F@:16: log_level: must be one of err, warning, notice, info, debug\n" },
+};
+
+/* Loads PATH, expecting failure RET with exactly WANT (placeholders expanded) as output. */
+static void check_bad(const char *path, int ret, const char *want, const char *name)
+{
+        _cleanup_free_ char *errors = NULL, *w1 = replace_all(want, "@F@", path),
+                            *w2 = replace_all(w1, "@D@", DATA);
+        _cleanup_config_ Config *c = NULL;
+        int r;
+
+        r = load(path, &errors, &c);
+        printf("# %s\n", name);
+        is_int(r, ret, "bad file fails with the expected error");
+        ok(!c, "bad file: no Config");
+        is_str(errors, w2, "bad file: exact error lines");
+}
+
+static void test_bad(void)
+{
+        unsigned with_secret = 0;
+
+        for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
+                _cleanup_free_ char *path = NULL, *text = NULL, *errors = NULL, *md = NULL;
+                _cleanup_config_ Config *c = NULL;
+
+                if (bad[i].file)
+                        path = stage(bad[i].file);
+                else if (asprintf(&path, "%s/does-not-exist.conf", tmpdir) < 0)
+                        abort();
+
+                if (bad[i].machine_id && (asprintf(&md, "%s/%s", DATA, bad[i].machine_id) < 0 ||
+                                          setenv("KRTIOT_MACHINE_ID_FILE", md, 1) < 0))
+                        abort();
+
+                check_bad(path, bad[i].ret, bad[i].want, bad[i].file ?: "missing file");
+                setenv("KRTIOT_MACHINE_ID_FILE", DATA "/machine-id", 1);
+
+                /* The secret check only means something for files that hold it. */
+                text = read_text(path);
+                if (!text || !strstr(text, SECRET))
+                        continue;
+                with_secret++;
+                load(path, &errors, &c);
+                ok(errors && !strstr(errors, SECRET), "error output never contains product.secret");
+        }
+        ok(with_secret >= 15, "the secret check ran on most bad files");
+}
+
+/* Files a data directory cannot hold well: too big, binary, a directory. */
+static void test_unreadable(void)
+{
+        _cleanup_free_ char *big = malloc(CONFIG_MAX_FILE_SIZE + 1), *big_path = NULL, *nul_path = NULL;
+        static const char nul[] = "mqtt = {\0};\n";
+
+        if (!big)
+                abort();
+        memset(big, '#', CONFIG_MAX_FILE_SIZE);
+        big[CONFIG_MAX_FILE_SIZE] = '\n';
+        big_path = put("big.conf", big, CONFIG_MAX_FILE_SIZE + 1);
+        check_bad(big_path, -EFBIG, "@F@: cannot read: larger than 65536 bytes\n", "file over 64 KiB");
+
+        nul_path = put("nul.conf", nul, sizeof(nul) - 1);
+        check_bad(nul_path, -EINVAL, "@F@: cannot read: not a text file (contains a NUL byte)\n",
+                  "NUL byte");
+
+        check_bad(tmpdir, -EISDIR, "@F@: cannot read: Is a directory\n", "a directory");
+}
+
+/* ---- generated: URIs, client id templates, integer literals ---- */
+
+#define X16 "xxxxxxxxxxxxxxxx"
+#define X128 X16 X16 X16 X16 X16 X16 X16 X16
+
+/* Line 2 is the mqtt group's body, line 6 the ota group's. */
+static const char template[] = "mqtt = {\n"
+                               "        @MQTT@\n"
+                               "};\n"
+                               "product = { id = \"P1\"; secret = \"" SECRET "\"; };\n"
+                               "device = { id = \"D1\"; hw_version = \"1\"; fw_version = \"2\"; };\n"
+                               "ota = { @OTA@ };\n";
+
+static const struct {
+        const char *mqtt, *ota;
+        const char *want; /* "" for a valid file */
+        const char *host, *client_id;
+        unsigned port;
+        uint64_t rate_limit;
+} generated[] = {
+        { "uri = \"ssl://[fe80::1:2]:8883\";", "", "", "fe80::1:2", "P1", 8883 },
+        { "uri = \"tcp://[::1]x:1\";", "", "@F@:2: mqtt.uri: has text between the address and :PORT\n" },
+        { "uri = \"tcp://[::1:1883\";", "", "@F@:2: mqtt.uri: has an unterminated [\n" },
+        { "uri = \"tcp://[host]:1883\";", "", "@F@:2: mqtt.uri: has an invalid IPv6 address\n" },
+        { "uri = \"tcp://user@host:1883\";", "", "@F@:2: mqtt.uri: has an invalid host name\n" },
+        { "uri = \"tcp://:1883\";", "", "@F@:2: mqtt.uri: host is missing\n" },
+        { "uri = \"tcp://host:\";", "", "@F@:2: mqtt.uri: port is missing\n" },
+        { "uri = \"tcp://host:0\";", "", "@F@:2: mqtt.uri: port must be a number 1..65535\n" },
+        { "uri = \"tcp://host:1883/\";", "", "@F@:2: mqtt.uri: port must be a number 1..65535\n" },
+        { "uri = \"TCP://host:1883\";", "", "@F@:2: mqtt.uri: must start with tcp:// or ssl://\n" },
+        { "uri = \"tcp://h:1\"; client_id = \"{product_id\";", "",
+          "@F@:2: mqtt.client_id: has an unterminated {\n" },
+        { "uri = \"tcp://h:1\"; client_id = \"{}\";", "",
+          "@F@:2: mqtt.client_id: unknown placeholder {}\n" },
+        { "uri = \"tcp://h:1\"; client_id = \"\";", "",
+          "@F@:2: mqtt.client_id: must expand to 1..128 characters\n" },
+        { "uri = \"tcp://h:1\"; client_id = \"" X128 "\";", "", "", "h", X128, 1 },
+        { "uri = \"tcp://h:1\"; client_id = \"" X128 "{device_id}\";", "",
+          "@F@:2: mqtt.client_id: must expand to 1..128 characters\n" },
+        /* Digits inside strings and comments are not integer literals. */
+        { "uri = \"tcp://h:1\"; client_id = \"5000000000\"; /* 5000000000 */", "rate_limit = 1;", "", "h",
+          "5000000000", 1, 1 },
+        /* libconfig reads a leading 0 as decimal: so must the promotion. */
+        { "uri = \"tcp://h:1\";", "rate_limit = 05000000000;", "", "h", "P1", 1, 5000000000ULL },
+        { "uri = \"tcp://h:1\";", "rate_limit = 0x100000000;", "", "h", "P1", 1, 4294967296ULL },
+        { "uri = \"tcp://h:1\";", "rate_limit = 1.5e10;",
+          "@F@:6: ota.rate_limit: expected an integer, got a float\n" },
+        { "uri = \"tcp://h:1\";", "max_image_size = -5000000000;",
+          "@F@:6: ota.max_image_size: -5000000000 is out of range 1..1125899906842624\n" },
+};
+
+static void test_generated(void)
+{
+        for (size_t i = 0; i < ELEMENTSOF(generated); i++) {
+                _cleanup_free_ char *t1 = replace_all(template, "@MQTT@", generated[i].mqtt),
+                                    *t2 = replace_all(t1, "@OTA@", generated[i].ota),
+                                    *path = put("generated.conf", t2, strlen(t2)), *errors = NULL;
+                _cleanup_config_ Config *c = NULL;
+
+                if (*generated[i].want) {
+                        check_bad(path, -EINVAL, generated[i].want, generated[i].mqtt);
+                        continue;
+                }
+
+                printf("# %s %s\n", generated[i].mqtt, generated[i].ota);
+                is_int(load(path, &errors, &c), 0, "generated: loads");
+                is_str(errors, "", "generated: no error output");
+                if (!c)
+                        continue;
+                is_str(c->mqtt_host, generated[i].host, "generated: host");
+                is_int(c->mqtt_port, generated[i].port, "generated: port");
+                is_str(c->mqtt_client_id, generated[i].client_id, "generated: client_id");
+                is_int(c->ota_rate_limit, generated[i].rate_limit, "generated: rate_limit");
+        }
+}
+
+/* ---- the rest of the interface ---- */
+
+static Config *load_good(const char *file)
+{
+        _cleanup_free_ char *path = stage(file), *errors = NULL;
+        Config *c = NULL;
+
+        if (load(path, &errors, &c) < 0)
+                printf("# %s: %s", file, errors ?: "");
+        return c;
+}
+
+static void test_session_equal(void)
+{
+        _cleanup_config_ Config *a = load_good("good-minimal.conf");
+        _cleanup_config_ Config *b = load_good("good-minimal-other.conf");
+        _cleanup_config_ Config *s = load_good("good-ssl.conf");
+        _cleanup_config_ Config *f = load_good("good-full.conf");
+
+        ok(a && b && s && f, "session_equal: inputs load");
+        if (!a || !b || !s || !f)
+                return;
+        ok(config_session_equal(a, a), "session_equal: a config equals itself");
+        ok(config_session_equal(a, b), "session_equal: reconnect_max, versions, report, ota do not count");
+        ok(!config_session_equal(a, s), "session_equal: another broker URI counts");
+        ok(!config_session_equal(a, f), "session_equal: other IDs count");
+        free(b->product_secret);
+        b->product_secret = xstrdup("another-secret");
+        ok(!config_session_equal(a, b), "session_equal: the product secret counts");
+        ok(!config_session_equal(a, NULL) && config_session_equal(NULL, NULL), "session_equal: NULL");
+        ok(config_free(NULL) == NULL, "config_free(NULL) returns NULL");
+}
+
+static void test_known_keys(void)
+{
+        _cleanup_free_ char *man = read_text(MAN_PAGE), *example = read_text(EXAMPLE);
+        size_t n = 0;
+
+        ok(man, "man page readable: " MAN_PAGE);
+        ok(example, "example config readable: " EXAMPLE);
+        for (; config_known_keys[n]; n++) {
+                const char *key = config_known_keys[n], *dot = strrchr(key, '.');
+                const char *leaf = dot ? dot + 1 : key;
+                _cleanup_free_ char *bold = NULL, *assign = NULL, *msg = NULL;
+
+                if (asprintf(&bold, "*%s*", key) < 0 || asprintf(&assign, "%s = ", leaf) < 0 ||
+                    asprintf(&msg, "%s is documented in krtiot.conf(5) and the example", key) < 0)
+                        abort();
+                ok(man && strstr(man, bold) && example && strstr(example, assign), msg);
+        }
+        is_int(n, 31, "config_known_keys lists every key");
+}
+
+static void test_example(void)
+{
+        _cleanup_free_ char *errors = NULL;
+        _cleanup_config_ Config *c = NULL;
+
+        is_int(load(EXAMPLE, &errors, &c), 0, "the shipped example config is valid");
+        is_str(errors, "", "the shipped example config: no error output");
+}
+
+/* The staging directory holds only files. */
+static void remove_tmpdir(void)
+{
+        DIR *d = opendir(tmpdir);
+        struct dirent *de;
+
+        while (d && (de = readdir(d)))
+                if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
+                        (void)unlinkat(dirfd(d), de->d_name, 0);
+        if (d)
+                closedir(d);
+        (void)rmdir(tmpdir);
+}
+
+int main(void)
+{
+        if (!mkdtemp(tmpdir))
+                abort();
+        /* Every machine-id case reads this, never the host's /etc/machine-id. */
+        setenv("KRTIOT_MACHINE_ID_FILE", DATA "/machine-id", 1);
+
+        test_good();
+        test_bad();
+        test_unreadable();
+        test_generated();
+        test_session_equal();
+        test_known_keys();
+        test_example();
+
+        remove_tmpdir();
+        return tap_done();
+}

@@ -1,0 +1,248 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * credentials.c: the store round-trips, is private (0600) and compact, and
+ * everything that is not exactly what it writes (truncated at any byte,
+ * garbage, a field missing, extra or of the wrong type, too big) is refused
+ * with the code the caller relies on.
+ */
+#include <dirent.h>
+#include <fcntl.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+
+#include "credentials.h"
+#include "tap.h"
+#include "util/fileio.h"
+#include "util/macro.h"
+
+static char dir[64];
+static char path[128];
+
+static void put(const char *content, size_t len)
+{
+        int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+
+        if (fd < 0 || write(fd, content, len) != (ssize_t)len)
+                abort();
+        close(fd);
+}
+
+/*
+ * Writes LEN bytes of CONTENT as the store and loads it: expects ERR, and on
+ * failure *ret untouched; on success (ERR 0) a complete object.
+ */
+static void load_expect(const char *content, size_t len, int err, const char *name)
+{
+        static Credentials sentinel;
+        Credentials *c = &sentinel;
+        int r;
+
+        put(content, len);
+        r = credentials_load(dir, &c);
+        is_int(r, err, name);
+        if (r == 0 && c != &sentinel) {
+                if (!c->product_id || !c->device_id || !c->device_secret)
+                        printf("#   a field is missing\n");
+                c = credentials_free(c);
+        } else if (r < 0 && c != &sentinel)
+                printf("#   *ret was changed on failure\n");
+}
+
+#define LOAD_FAILS(lit, err, name) load_expect(lit, sizeof(lit) - 1, err, name)
+
+static int entries(void)
+{
+        DIR *d = opendir(dir);
+        struct dirent *de;
+        int n = 0;
+
+        if (!d)
+                return -1;
+        while ((de = readdir(d)))
+                if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
+                        n++;
+        closedir(d);
+        return n;
+}
+
+static void test_round_trip(void)
+{
+        _cleanup_credentials_ Credentials *c = NULL;
+        const char *odd = "s\"e\\c/r\xc3\xa9t\x01 \xe5\xaf\x86";
+        const char *pretty =
+                " {\n  \"device_secret\" : \"x\",\n  \"device_id\" : \"D\",\n  \"product_id\" : \"P\"\n}\n";
+        char *text = NULL;
+        struct stat st;
+        mode_t old;
+
+        old = umask(0);
+        is_int(credentials_store(dir, "P1", "D1", "s3cr3t"), 0, "store succeeds");
+        umask(old);
+        ok(stat(path, &st) == 0 && (st.st_mode & 07777) == 0600, "the file has mode 0600 even with umask 0");
+
+        is_int(read_file_limited(path, 4096, &text, NULL), 0, "the file reads");
+        is_str(text, "{\"product_id\":\"P1\",\"device_id\":\"D1\",\"device_secret\":\"s3cr3t\"}",
+               "it is compact JSON in SPEC 4.2's key order");
+        free(text);
+
+        is_int(credentials_load(dir, &c), 0, "load succeeds");
+        ok(c && c->product_id && c->device_id && c->device_secret, "  with all three fields");
+        if (!c)
+                return;
+        is_str(c->product_id, "P1", "  product_id");
+        is_str(c->device_id, "D1", "  device_id");
+        is_str(c->device_secret, "s3cr3t", "  device_secret");
+        c = credentials_free(c);
+        ok(c == NULL, "credentials_free returns NULL");
+        ok(credentials_free(NULL) == NULL, "credentials_free(NULL) is harmless");
+
+        is_int(credentials_store(dir, "P\xe4\xba\xa7", "D 1", odd), 0,
+               "a secret JSON must escape is stored");
+        is_int(credentials_load(dir, &c), 0, "  and loads");
+        is_str(c ? c->device_secret : NULL, odd, "  byte for byte");
+        is_str(c ? c->product_id : NULL, "P\xe4\xba\xa7", "  with a UTF-8 product ID");
+
+        c = credentials_free(c);
+        put(pretty, strlen(pretty));
+        is_int(credentials_load(dir, &c), 0, "a hand-formatted file with the keys in any order loads");
+        is_str(c ? c->device_secret : NULL, "x", "  its secret");
+}
+
+static void test_replace(void)
+{
+        _cleanup_credentials_ Credentials *c = NULL;
+        struct stat before, after;
+
+        is_int(credentials_store(dir, "P1", "D1", "first"), 0, "store a first secret");
+        if (chmod(path, 0644) < 0 || stat(path, &before) < 0)
+                abort();
+        is_int(credentials_store(dir, "P1", "D1", "second"), 0, "store over it");
+        ok(stat(path, &after) == 0 && before.st_ino != after.st_ino,
+           "  the file was replaced by rename (new inode)");
+        is_int(after.st_mode & 07777, 0600, "  and is 0600 again");
+        is_int(entries(), 1, "  and no temporary file is left");
+        is_int(credentials_load(dir, &c), 0, "load");
+        is_str(c ? c->device_secret : NULL, "second", "  gives the new secret");
+
+        is_int(credentials_store(dir, "P1", "D1", ""), -EINVAL, "an empty secret is not stored");
+        is_int(credentials_store(dir, "", "D1", "x"), -EINVAL, "an empty product ID is not stored");
+        is_int(credentials_store(dir, "P1", NULL, "x"), -EINVAL, "a NULL device ID is not stored");
+        c = credentials_free(c);
+        is_int(credentials_load(dir, &c), 0, "  and the stored secret is still there");
+        is_str(c ? c->device_secret : NULL, "second", "  unchanged");
+}
+
+static void test_corrupt(void)
+{
+        const char *good = "{\"product_id\":\"P1\",\"device_id\":\"D1\",\"device_secret\":\"s3cr3t\"}";
+        size_t len = strlen(good);
+        bool all = true;
+        char big[CREDENTIALS_MAX_SIZE + 64];
+
+        /* A crash cannot tear our writes, but a copied or hand-edited file can be cut anywhere. */
+        for (size_t cut = 0; cut < len; cut++) {
+                Credentials *c = NULL;
+                int r;
+
+                put(good, cut);
+                r = credentials_load(dir, &c);
+                if (r != -EBADMSG || c) {
+                        printf("#   cut at %zu: %d\n", cut, r);
+                        all = false;
+                }
+                c = credentials_free(c);
+        }
+        ok(all, "the file cut at every byte is -EBADMSG");
+
+        /* Sanity: the same helper with the whole text succeeds, so the failures are the cut. */
+        load_expect(good, len, 0, "the uncut file loads");
+        load_expect(good, len / 2, -EBADMSG, "the file cut in half is -EBADMSG");
+        LOAD_FAILS("garbage", -EBADMSG, "garbage is -EBADMSG");
+        LOAD_FAILS("", -EBADMSG, "an empty file is -EBADMSG");
+        LOAD_FAILS("\x89PNG\r\n\x1a\n\0\0{}", -EBADMSG, "binary junk is -EBADMSG");
+        LOAD_FAILS("[]", -EBADMSG, "an array is -EBADMSG");
+        LOAD_FAILS("null", -EBADMSG, "null is -EBADMSG");
+        LOAD_FAILS("{\"product_id\":\"P1\",\"device_id\":\"D1\"}", -EBADMSG, "no secret is -EBADMSG");
+        LOAD_FAILS("{\"product_id\":\"P1\",\"device_secret\":\"s\"}", -EBADMSG, "no device_id is -EBADMSG");
+        LOAD_FAILS("{\"device_id\":\"D1\",\"device_secret\":\"s\"}", -EBADMSG, "no product_id is -EBADMSG");
+        LOAD_FAILS("{\"product_id\":\"P1\",\"device_id\":\"D1\",\"device_secret\":\"\"}", -EBADMSG,
+                   "an empty secret is -EBADMSG");
+        LOAD_FAILS("{\"product_id\":\"\",\"device_id\":\"D1\",\"device_secret\":\"s\"}", -EBADMSG,
+                   "an empty product_id is -EBADMSG");
+        LOAD_FAILS("{\"product_id\":\"P1\",\"device_id\":1,\"device_secret\":\"s\"}", -EBADMSG,
+                   "a numeric device_id is -EBADMSG");
+        LOAD_FAILS("{\"product_id\":\"P1\",\"device_id\":\"D1\",\"device_secret\":null}", -EBADMSG,
+                   "a null secret is -EBADMSG");
+        LOAD_FAILS("{\"product_id\":\"P1\",\"device_id\":\"D1\",\"device_secret\":[\"s\"]}", -EBADMSG,
+                   "an array secret is -EBADMSG");
+        LOAD_FAILS("{\"product_id\":\"P1\",\"device_id\":\"D1\",\"device_secret\":\"s\",\"x\":1}", -EBADMSG,
+                   "a fourth key is -EBADMSG");
+        LOAD_FAILS("{\"product_id\":\"P1\",\"device_id\":\"D1\",\"device_secret\":\"s\\u0000t\"}", -EBADMSG,
+                   "a secret with an embedded NUL is -EBADMSG");
+        LOAD_FAILS("{\"product_id\":\"P1\",\"device_id\":\"D1\",\"device_secret\":\"s\",}", -EBADMSG,
+                   "a trailing comma is -EBADMSG (we write strict JSON, we read it strictly)");
+        LOAD_FAILS("{\"product_id\":\"P1\",\"device_id\":\"D1\",\"device_secret\":\"s\"}x", -EBADMSG,
+                   "trailing garbage is -EBADMSG");
+        LOAD_FAILS("{\"product_id\":\"P1\",\"device_id\":\"D1\",\"device_secret\":\"s\"}{}", -EBADMSG,
+                   "a second object is -EBADMSG");
+
+        memset(big, ' ', sizeof(big));
+        memcpy(big, good, len); /* valid JSON followed by whitespace, over the size limit */
+        load_expect(big, CREDENTIALS_MAX_SIZE + 1, -EFBIG,
+                    "a file of CREDENTIALS_MAX_SIZE + 1 bytes is -EFBIG");
+        load_expect(big, CREDENTIALS_MAX_SIZE, 0, "  while one of exactly CREDENTIALS_MAX_SIZE bytes loads");
+}
+
+static void test_missing(void)
+{
+        Credentials *c = NULL;
+        char missing[128];
+
+        if (unlink(path) < 0)
+                abort();
+        is_int(credentials_load(dir, &c), -ENOENT, "no file is -ENOENT");
+        ok(c == NULL, "  and returns nothing");
+
+        snprintf(missing, sizeof(missing), "%s/nope", dir);
+        is_int(credentials_load(missing, &c), -ENOENT, "a missing state directory is -ENOENT");
+        is_int(credentials_store(missing, "P", "D", "s"), -ENOENT,
+               "storing into a missing directory is -ENOENT");
+        ok(access(missing, F_OK) < 0, "  and does not create it");
+}
+
+static void test_match(void)
+{
+        Credentials c = {
+                .product_id = (char *)"P1", .device_id = (char *)"D1", .device_secret = (char *)"s"};
+
+        ok(credentials_match(&c, "P1", "D1"), "matches its own product and device");
+        ok(!credentials_match(&c, "P2", "D1"), "does not match another product");
+        ok(!credentials_match(&c, "P1", "D2"), "does not match another device");
+        ok(!credentials_match(&c, "P1", "D10"), "does not match a device ID it is a prefix of");
+        ok(!credentials_match(&c, "P", "D1"), "does not match a product ID that is its prefix");
+        ok(!credentials_match(&c, "p1", "D1"), "compares case-sensitively");
+        ok(!credentials_match(&c, "D1", "P1"), "does not match with the IDs swapped");
+        ok(!credentials_match(NULL, "P1", "D1"), "NULL credentials match nothing");
+        ok(!credentials_match(&c, NULL, "D1"), "a NULL product ID matches nothing");
+}
+
+int main(void)
+{
+        snprintf(dir, sizeof(dir), "/tmp/test-credentials.XXXXXX");
+        if (!mkdtemp(dir))
+                abort();
+        snprintf(path, sizeof(path), "%s/%s", dir, CREDENTIALS_FILE);
+
+        test_round_trip();
+        test_replace();
+        test_corrupt();
+        test_missing();
+        test_match();
+
+        if (tap_failed == 0)
+                (void)rmdir(dir);
+        else
+                printf("# left %s\n", dir);
+        return tap_done();
+}
