@@ -26,6 +26,7 @@
 #include "log.h"
 #include "mqtt.h"
 #include "notify.h"
+#include "ota.h"
 #include "protocol.h"
 #include "registration.h"
 #include "util/macro.h"
@@ -43,6 +44,7 @@ struct Agent {
         Config *config;
 
         MqttSession *mqtt;
+        Ota *ota;
         Registration *registration; /* registering */
         Credentials *credentials;   /* the stored secret, when we have one */
         bool reregistering;         /* registering although a (refused) secret is stored */
@@ -112,6 +114,8 @@ static void agent_arm_report_timer(Agent *a)
 
 static void agent_status_connected(Agent *a)
 {
+        if (ota_active(a->ota))
+                return; /* the update's progress is the more useful news */
         notify_status("Connected to %s as %s, firmware %s", a->config->mqtt_uri, a->config->device_id,
                       a->last_fw_version ? a->last_fw_version : VERSION_UNKNOWN);
 }
@@ -208,6 +212,19 @@ static int on_report_timer(sd_event_source *s, uint64_t usec, void *userdata)
         if (mqtt_session_is_connected(a->mqtt) && !a->registration)
                 agent_report(a);
         return 0;
+}
+
+static int on_ota_publish(Ota *o, const char *payload, void *userdata)
+{
+        return agent_publish(userdata, TOPIC_OTA_POST, payload);
+}
+
+static void on_ota_report(Ota *o, void *userdata)
+{
+        Agent *a = userdata;
+
+        if (mqtt_session_is_connected(a->mqtt) && !a->registration)
+                agent_report(a);
 }
 
 /* ---- registration ---- */
@@ -339,8 +356,7 @@ static void agent_handle_ota_message(Agent *a, const PlatformMessage *m)
 {
         switch (m->cmd) {
         case CMD_OTA:
-                log_warning("Upgrade command %s to %s ignored: OTA is not available in this build.", m->id,
-                            m->fw_version ? m->fw_version : "?");
+                ota_command(a->ota, m);
                 break;
         default:
                 log_warning("Dropped a message with unknown CMD %d (ID %s) on %s.", m->cmd, m->id,
@@ -495,6 +511,7 @@ static void agent_reload(Agent *a)
         session_changed = !config_session_equal(a->config, c);
         config_free(a->config);
         a->config = TAKE_PTR(c);
+        ota_set_config(a->ota, a->config);
         log_set_max_level(a->config->log_level);
 
         r = agent_make_topics(a);
@@ -533,6 +550,10 @@ int agent_new(const char *config_path, Config *config, Agent **ret)
                 .disconnected = on_disconnected,
                 .message = on_message,
         };
+        static const OtaCallbacks ota_callbacks = {
+                .publish = on_ota_publish,
+                .report = on_ota_report,
+        };
         Agent *a;
         int r;
 
@@ -551,6 +572,8 @@ int agent_new(const char *config_path, Config *config, Agent **ret)
                 r = agent_make_topics(a);
         if (r >= 0)
                 r = mqtt_session_new(a->event, &callbacks, a, &a->mqtt);
+        if (r >= 0)
+                r = ota_new(a->event, a->config, &ota_callbacks, a, &a->ota);
         if (r < 0) {
                 agent_free(a);
                 return r;
@@ -567,6 +590,7 @@ Agent *agent_free(Agent *a)
         sd_event_source_disable_unref(a->report_timer);
         sd_event_source_disable_unref(a->switch_timer);
         registration_free(a->registration);
+        ota_free(a->ota);
         mqtt_session_free(a->mqtt);
         credentials_free(a->credentials);
         for (TopicKind k = 0; k < _TOPIC_MAX; k++)
@@ -607,6 +631,7 @@ int agent_run(Agent *a)
         else if (r > 0)
                 log_debug("Watchdog enabled.");
 
+        ota_start(a->ota);
         agent_start_session(a);
         /* Ready once configured and looping, not when the broker answers: offline is a state, not a failure. */
         notify_ready();

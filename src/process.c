@@ -40,7 +40,8 @@
 /* At exit, what a grandchild keeps writing must not keep us reading forever. */
 #define PROCESS_DRAIN_MAX (4 * 1024 * 1024)
 
-static const char PROCESS_DEFAULT_PATH[] = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+static const char PROCESS_DEFAULT_PATH[] =
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 static const char PROCESS_DEFAULT_LANG[] = "LANG=C";
 
 typedef struct ProcessStream {
@@ -329,7 +330,10 @@ static int process_on_timeout(sd_event_source *source, uint64_t usec, void *user
 
 /* ---- spawning ---- */
 
-/* The pipes must not land on 0-2 (a daemon started with those closed): the child's dup2() would clobber them. */
+/*
+ * Our fds must not be 0-2 (a daemon started with those closed): the child's
+ * dup2() onto 0-2 would clobber them.
+ */
 static int fd_move_above_stdio(int fd)
 {
         int copy, r;
@@ -588,7 +592,10 @@ int process_spawn(sd_event *event, const ProcessParams *params, ProcessDone done
                         .exec_fd = exec[1],
                 });
 
-        /* Before anyone can signal the group: the child may not have run setpgid() yet. EACCES after execve(). */
+        /*
+         * Before anyone signals the group: the child may not have run
+         * setpgid() yet. Fails with EACCES once it has exec'd; fine then.
+         */
         (void)setpgid(pid, pid);
 
         p->pid = pid;

@@ -8,7 +8,9 @@
  * Run as "test-fileio --write-atomic DIR NAME" it only performs one write:
  * that is the child traced by strace.
  */
-#define _GNU_SOURCE /* nftw() */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE 1 /* nftw() */
+#endif
 #include <dirent.h>
 #include <fcntl.h>
 #include <ftw.h>

@@ -1,0 +1,1426 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * download.c owns one image download: the .part file descriptor, the
+ * running SHA-256/MD5 of its content, one libcurl multi handle run inside
+ * sd-event the way systemd's src/import/curl-util.c does it (curl's sockets
+ * are sd-event I/O sources, its timer one sd-event time source), the retry
+ * policy, and the translation of libcurl/HTTP codes into -errno and reasons.
+ *
+ * Invariants:
+ *  - The first d->offset bytes of the part file are written, and were hashed
+ *    into d->sha256 (and d->md5) in order from byte 0. Nothing of the body
+ *    is kept in memory.
+ *  - User callbacks are never invoked from inside a libcurl callback: those
+ *    only record what happened; the sd-event handler that called into
+ *    libcurl dispatches afterwards. So any callback may call download_free(),
+ *    which tears libcurl down at once; the handler holds a reference and
+ *    stops as soon as it sees d->cancelled.
+ *  - At most one transfer (easy handle) at a time; the multi handle lives as
+ *    long as the download, so a retry may reuse the connection.
+ */
+
+#include <ctype.h>
+#include <curl/curl.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <openssl/evp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <strings.h>
+#include <sys/epoll.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <time.h>
+
+#include "backoff.h"
+#include "download.h"
+#include "log.h"
+#include "util/macro.h"
+
+#define REHASH_CHUNK_SIZE ((size_t)1024 * 1024)
+#define PROGRESS_INTERVAL_USEC USEC_PER_SEC
+#define CHECKPOINT_INTERVAL_USEC (5 * USEC_PER_SEC)
+#define CHECKPOINT_INTERVAL_BYTES ((uint64_t)32 * 1024 * 1024)
+/* Room left for everyone else on the filesystem (journal, logs) when the image is in. */
+#define FREE_SPACE_MARGIN ((uint64_t)1024 * 1024)
+/* Longer validators are ignored: they only exist to be echoed back in If-Range. */
+#define VALIDATOR_MAX 256
+#define REASON_MAX 256
+/* An attempt that got this far renews the retry budget; a server dripping a few bytes per attempt does not. */
+#define RETRY_RENEW_BYTES ((uint64_t)1024 * 1024)
+
+#define DEFAULT_STALL_TIMEOUT_SEC 60U
+#define DEFAULT_CONNECT_TIMEOUT_SEC 30U
+#define DEFAULT_RETRY_INITIAL_USEC (1 * USEC_PER_SEC)
+#define DEFAULT_RETRY_MAX_USEC (60 * USEC_PER_SEC)
+#define RECV_BUFFER_SIZE (64L * 1024)
+
+typedef enum DownloadState {
+        DOWNLOAD_PREPARING,
+        DOWNLOAD_REHASHING,
+        DOWNLOAD_TRANSFERRING,
+        DOWNLOAD_WAITING, /* for the retry timer */
+        DOWNLOAD_FINISHED,
+} DownloadState;
+
+typedef struct DownloadSocket DownloadSocket;
+struct DownloadSocket {
+        sd_event_source *source;
+        DownloadSocket *next;
+};
+
+/* Headers of the response being received; reset at each status line (interim, redirect). */
+typedef struct DownloadResponse {
+        long status;
+        int64_t content_length; /* -1: not sent */
+        bool has_content_range;
+        uint64_t range_start;
+        int64_t range_total; /* -1: "*" */
+        char *etag;
+        char *last_modified;
+        uint64_t retry_after_sec;
+} DownloadResponse;
+
+/*
+ * Why a libcurl callback stopped the transfer (libcurl then reports
+ * CURLE_WRITE_ERROR); read by download_translate() only. HTTP says the cause
+ * is the response status, which is translated there with everything else.
+ */
+typedef struct DownloadAbort {
+        int error; /* -errno, 0: none */
+        bool http;
+        bool retry;
+        char reason[REASON_MAX];
+} DownloadAbort;
+
+struct Download {
+        unsigned n_ref;
+        bool cancelled;
+        DownloadState state;
+        sd_event *event;
+        DownloadCallbacks cb;
+        void *userdata;
+
+        /* Parameters, copied. */
+        char *url;
+        char *part_path;
+        uint64_t resume_offset;
+        char *expected_md5;
+        char *expected_sha256;
+        char *ca_file;
+        char *user_agent;
+        uint64_t expected_size;
+        uint64_t max_image_size;
+        uint64_t rate_limit;
+        unsigned stall_timeout_sec;
+        unsigned connect_timeout_sec;
+        unsigned retries;
+        unsigned max_redirects;
+        uint64_t retry_max_usec;
+
+        /* Validators of the file we are assembling (strong ETag only). */
+        char *etag;
+        char *last_modified;
+
+        sd_event_source *kick; /* defer: preparation, then re-hashing the resumed prefix */
+        sd_event_source *retry_timer;
+        sd_event_source *rate_timer; /* ends a pause of the rate limiter */
+        CURLM *multi;
+        sd_event_source *curl_timer;
+        DownloadSocket *sockets;
+        CURL *easy;
+        struct curl_slist *headers;
+        char range[32];
+        char errbuf[CURL_ERROR_SIZE];
+
+        int fd;
+        uint64_t offset;
+        uint64_t rehash_pos;
+        uint8_t *rehash_buf;
+        EVP_MD_CTX *sha256;
+        EVP_MD_CTX *md5;
+        bool pieced;    /* assembled from more than one response */
+        bool refetched; /* after a mismatch of a pieced file, once */
+        bool restarted; /* after 416 or a wrong Content-Range, once */
+        bool have_sha256;
+        char sha256_hex[65];
+
+        /* The current attempt. */
+        DownloadResponse resp;
+        DownloadAbort abort;
+        bool range_sent;
+        bool accepted; /* a 2xx response's headers were taken: the body is ours */
+        bool restart_from_zero;
+        bool connected;
+        uint64_t total; /* size of the whole file, 0: unknown */
+        uint64_t attempt_start_offset;
+        uint64_t activity_usec; /* last byte from the server, or the connection */
+        bool paused;            /* by the rate limiter */
+        double rate_tokens;     /* bytes we may take now; negative: owed */
+        uint64_t rate_usec;     /* when rate_tokens was last refilled */
+
+        Backoff backoff;
+        unsigned attempts; /* started, in all */
+        unsigned failures; /* in a row without progress */
+        uint64_t bytes_fetched;
+
+        bool checkpoint_pending;
+        uint64_t checkpoint_offset;
+        uint64_t checkpoint_usec;
+        uint64_t progress_offset;
+        uint64_t progress_usec;
+};
+
+static void download_start_attempt(Download *d);
+static void download_dispatch(Download *d);
+
+static Download *download_ref(Download *d)
+{
+        d->n_ref++;
+        return d;
+}
+
+static void download_teardown(Download *d);
+
+static Download *download_unref(Download *d)
+{
+        if (!d || --d->n_ref > 0)
+                return NULL;
+
+        download_teardown(d);
+        EVP_MD_CTX_free(d->sha256);
+        EVP_MD_CTX_free(d->md5);
+        free(d->resp.etag);
+        free(d->resp.last_modified);
+        free(d->url);
+        free(d->part_path);
+        free(d->expected_md5);
+        free(d->expected_sha256);
+        free(d->ca_file);
+        free(d->user_agent);
+        free(d->etag);
+        free(d->last_modified);
+        sd_event_unref(d->event);
+        free(d);
+        return NULL;
+}
+
+static void download_unrefp(Download **d)
+{
+        download_unref(*d);
+}
+
+static void download_remove_easy(Download *d)
+{
+        d->paused = false;
+        if (d->rate_timer)
+                (void)sd_event_source_set_enabled(d->rate_timer, SD_EVENT_OFF);
+        if (d->easy) {
+                if (d->multi)
+                        (void)curl_multi_remove_handle(d->multi, d->easy);
+                curl_easy_cleanup(d->easy);
+                d->easy = NULL;
+        }
+        curl_slist_free_all(d->headers);
+        d->headers = NULL;
+}
+
+/* Releases everything but the memory of D itself; idempotent. */
+static void download_teardown(Download *d)
+{
+        download_remove_easy(d);
+        if (d->multi) {
+                /* May still report sockets as removed: our socket callback handles that. */
+                curl_multi_cleanup(d->multi);
+                d->multi = NULL;
+        }
+        while (d->sockets) {
+                DownloadSocket *s = d->sockets;
+
+                d->sockets = s->next;
+                sd_event_source_disable_unref(s->source);
+                free(s);
+        }
+        d->curl_timer = sd_event_source_disable_unref(d->curl_timer);
+        d->retry_timer = sd_event_source_disable_unref(d->retry_timer);
+        d->rate_timer = sd_event_source_disable_unref(d->rate_timer);
+        d->kick = sd_event_source_disable_unref(d->kick);
+        if (d->fd >= 0) {
+                close(d->fd);
+                d->fd = -1;
+        }
+        free(d->rehash_buf);
+        d->rehash_buf = NULL;
+}
+
+Download *download_free(Download *d)
+{
+        if (!d)
+                return NULL;
+
+        d->cancelled = true;
+        d->cb = (DownloadCallbacks){};
+        download_teardown(d);
+        return download_unref(d);
+}
+
+const char *download_get_sha256(const Download *d)
+{
+        return d && d->have_sha256 ? d->sha256_hex : NULL;
+}
+
+uint64_t download_get_bytes_fetched(const Download *d)
+{
+        return d ? d->bytes_fetched : 0;
+}
+
+unsigned download_get_attempts(const Download *d)
+{
+        return d ? d->attempts : 0;
+}
+
+/* Ends the download: releases libcurl and the file, then reports RESULT. */
+static void download_finish(Download *d, int result, const char *reason)
+{
+        d->state = DOWNLOAD_FINISHED;
+        download_teardown(d);
+        if (d->cb.done)
+                d->cb.done(d, result, result < 0 ? (reason ?: "download failed") : NULL, d->userdata);
+}
+
+_printf_(3, 4) static void download_failf(Download *d, int error, const char *format, ...)
+{
+        char reason[REASON_MAX];
+        va_list ap;
+
+        va_start(ap, format);
+        (void)vsnprintf(reason, sizeof(reason), format, ap);
+        va_end(ap);
+        download_finish(d, error, reason);
+}
+
+_printf_(4, 5) static void download_set_abort(Download *d, int error, bool retry, const char *format, ...)
+{
+        va_list ap;
+
+        d->abort.error = error;
+        d->abort.retry = retry;
+        d->abort.http = false;
+        va_start(ap, format);
+        (void)vsnprintf(d->abort.reason, sizeof(d->abort.reason), format, ap);
+        va_end(ap);
+}
+
+/*
+ * The one place where libcurl's codes, HTTP statuses and the reasons our own
+ * callbacks stopped a transfer become -errno, a reason, and whether another
+ * attempt could help. Must run before the easy handle is released.
+ */
+static int download_translate(Download *d, CURLcode code, char *reason, size_t size, bool *ret_retry)
+{
+        long status = d->resp.status;
+        curl_off_t connect_time = 0;
+
+        if (d->abort.error != 0 && !d->abort.http) {
+                *ret_retry = d->abort.retry;
+                (void)snprintf(reason, size, "%s", d->abort.reason);
+                return d->abort.error;
+        }
+
+        if (code == CURLE_OK || d->abort.http) {
+                (void)snprintf(reason, size, "HTTP %ld", status);
+                *ret_retry = status >= 500 || status == 408 || status == 429;
+                if (status == 404 || status == 410)
+                        return -ENOENT;
+                if (status == 401 || status == 403)
+                        return -EACCES;
+                if (status == 408)
+                        return -ETIMEDOUT;
+                if (status == 429)
+                        return -EBUSY;
+                if (status >= 500)
+                        return -EREMOTEIO;
+                return -EPROTO;
+        }
+
+        *ret_retry = false;
+        switch (code) {
+        case CURLE_UNSUPPORTED_PROTOCOL:
+                /* The initial URL's scheme was checked before: this came from a Location. */
+                (void)snprintf(reason, size, "redirect to a forbidden protocol");
+                return -EPROTONOSUPPORT;
+        case CURLE_TOO_MANY_REDIRECTS:
+                (void)snprintf(reason, size, "too many redirects");
+                return -ELOOP;
+        case CURLE_URL_MALFORMAT:
+                (void)snprintf(reason, size, "malformed URL");
+                return -EINVAL;
+        case CURLE_OUT_OF_MEMORY:
+                (void)snprintf(reason, size, "out of memory");
+                return -ENOMEM;
+        case CURLE_PEER_FAILED_VERIFICATION:
+        case CURLE_SSL_CACERT_BADFILE:
+        case CURLE_SSL_CERTPROBLEM:
+        case CURLE_SSL_ISSUER_ERROR:
+        case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+        case CURLE_SSL_INVALIDCERTSTATUS:
+                (void)snprintf(reason, size, "TLS verification failed: %.200s",
+                               d->errbuf[0] ? d->errbuf : curl_easy_strerror(code));
+                return -EPERM;
+        case CURLE_OPERATION_TIMEDOUT:
+                *ret_retry = true;
+                if (d->easy)
+                        (void)curl_easy_getinfo(d->easy, CURLINFO_CONNECT_TIME_T, &connect_time);
+                (void)snprintf(reason, size, connect_time > 0 ? "download stalled" : "connection timed out");
+                return -ETIMEDOUT;
+        case CURLE_COULDNT_RESOLVE_HOST:
+        case CURLE_COULDNT_RESOLVE_PROXY:
+                *ret_retry = true;
+                (void)snprintf(reason, size, "cannot resolve host");
+                return -EHOSTUNREACH;
+        case CURLE_COULDNT_CONNECT:
+                *ret_retry = true;
+                (void)snprintf(reason, size, "cannot connect");
+                return -ECONNREFUSED;
+        case CURLE_SSL_CONNECT_ERROR:
+                *ret_retry = true;
+                (void)snprintf(reason, size, "TLS handshake failed");
+                return -ECONNABORTED;
+        case CURLE_PARTIAL_FILE:
+        case CURLE_RECV_ERROR:
+        case CURLE_SEND_ERROR:
+        case CURLE_GOT_NOTHING:
+        case CURLE_HTTP2:
+        case CURLE_HTTP2_STREAM:
+        case CURLE_HTTP3:
+        case CURLE_WEIRD_SERVER_REPLY:
+                *ret_retry = true;
+                (void)snprintf(reason, size, "connection lost");
+                return -ECONNRESET;
+        default:
+                (void)snprintf(reason, size, "libcurl: %.200s", d->errbuf[0] ? d->errbuf : curl_easy_strerror(code));
+                return -EIO;
+        }
+}
+
+static uint64_t now_usec(void)
+{
+        struct timespec ts;
+
+        (void)clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t)ts.tv_sec * USEC_PER_SEC + (uint64_t)ts.tv_nsec / 1000;
+}
+
+/*
+ * CURLOPT_XFERINFOFUNCTION, called at least once a second because a low
+ * speed limit is set. It is the stall watchdog: libcurl's own low-speed check
+ * averages over about five seconds, so after a burst it would fire up to five
+ * seconds late; this one fires stall_timeout after the last byte.
+ */
+static int download_on_xferinfo(void *userdata, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                                curl_off_t ulnow)
+{
+        Download *d = userdata;
+        uint64_t now = now_usec();
+        curl_off_t connect_time = 0;
+
+        if (!d->connected) {
+                /* The connect timeout covers the time before. */
+                if (curl_easy_getinfo(d->easy, CURLINFO_CONNECT_TIME_T, &connect_time) != CURLE_OK ||
+                    connect_time <= 0)
+                        return 0;
+                d->connected = true;
+                d->activity_usec = now;
+        }
+        /* A pause of ours is no stall; the server may be as idle as it likes meanwhile. */
+        if (d->paused || now - d->activity_usec < (uint64_t)d->stall_timeout_sec * USEC_PER_SEC)
+                return 0;
+        download_set_abort(d, -ETIMEDOUT, true, "download stalled");
+        return 1;
+}
+
+static int download_hash_init(Download *d)
+{
+        if (EVP_DigestInit_ex(d->sha256, EVP_sha256(), NULL) != 1)
+                return -EIO;
+        if (d->expected_md5 && EVP_DigestInit_ex(d->md5, EVP_md5(), NULL) != 1)
+                return -EIO;
+        return 0;
+}
+
+static int download_hash_update(Download *d, const void *buf, size_t len)
+{
+        if (EVP_DigestUpdate(d->sha256, buf, len) != 1)
+                return -EIO;
+        if (d->expected_md5 && EVP_DigestUpdate(d->md5, buf, len) != 1)
+                return -EIO;
+        return 0;
+}
+
+/* Starts the file over from byte 0. */
+static int download_reset_file(Download *d)
+{
+        if (ftruncate(d->fd, 0) < 0)
+                return -errno;
+        d->offset = 0;
+        d->pieced = false;
+        d->checkpoint_offset = 0;
+        d->checkpoint_pending = true;
+        return download_hash_init(d);
+}
+
+static bool hex_valid(const char *s, size_t len)
+{
+        if (strlen(s) != len)
+                return false;
+        for (size_t i = 0; i < len; i++)
+                if (!isxdigit((unsigned char)s[i]))
+                        return false;
+        return true;
+}
+
+/* Weak ETags cannot be used in If-Range (RFC 9110 13.1.5); header values never hold control characters. */
+static bool validator_usable(const char *v, bool etag)
+{
+        if (!v || !*v || strlen(v) > VALIDATOR_MAX)
+                return false;
+        if (etag && strncmp(v, "W/", 2) == 0)
+                return false;
+        for (const char *p = v; *p; p++)
+                if ((unsigned char)*p < 0x20 || *p == 0x7f)
+                        return false;
+        return true;
+}
+
+static const char *download_validator(const Download *d)
+{
+        return d->etag ?: d->last_modified;
+}
+
+static int download_check_space(Download *d, uint64_t size, char *reason, size_t reason_size)
+{
+        struct statvfs sv;
+        uint64_t need, avail;
+
+        if (size <= d->offset)
+                return 0;
+        /* Not knowing is no reason to refuse: a full disk still fails cleanly when written. */
+        if (fstatvfs(d->fd, &sv) < 0)
+                return 0;
+        need = size - d->offset;
+        avail = (uint64_t)sv.f_bavail * sv.f_frsize;
+        if (need > avail || avail - need < FREE_SPACE_MARGIN) {
+                (void)snprintf(reason, reason_size, "no space left: need %" PRIu64 ", have %" PRIu64, need, avail);
+                return -ENOSPC;
+        }
+        return 0;
+}
+
+static int download_hex_digest(EVP_MD_CTX *ctx, char *hex, size_t hex_size)
+{
+        unsigned char md[EVP_MAX_MD_SIZE];
+        unsigned len = 0;
+
+        if (EVP_DigestFinal_ex(ctx, md, &len) != 1 || hex_size < 2 * len + 1)
+                return -EIO;
+        for (unsigned i = 0; i < len; i++)
+                (void)snprintf(hex + 2 * i, 3, "%02x", md[i]);
+        return 0;
+}
+
+/* The whole body is in: check it against every expectation, make it durable, report. */
+static void download_complete(Download *d)
+{
+        char md5_hex[33] = "";
+        const char *mismatch = NULL;
+        char reason[REASON_MAX];
+
+        if (download_hex_digest(d->sha256, d->sha256_hex, sizeof(d->sha256_hex)) < 0 ||
+            (d->expected_md5 && download_hex_digest(d->md5, md5_hex, sizeof(md5_hex)) < 0))
+                return download_failf(d, -EIO, "cannot compute the image's hash");
+        d->have_sha256 = true;
+
+        if (d->expected_size > 0 && d->offset != d->expected_size) {
+                (void)snprintf(reason, sizeof(reason), "SIZE mismatch: got %" PRIu64 " bytes, expected %" PRIu64,
+                               d->offset, d->expected_size);
+                mismatch = reason;
+        } else if (d->expected_sha256 && strcasecmp(d->sha256_hex, d->expected_sha256) != 0)
+                mismatch = "SHA-256 mismatch";
+        else if (d->expected_md5 && strcasecmp(md5_hex, d->expected_md5) != 0)
+                mismatch = "MD5 mismatch";
+
+        if (mismatch) {
+                int r;
+
+                /*
+                 * A file assembled from several responses may be our fault
+                 * (a prefix gone bad on disk, a server that lied about its
+                 * validators): it earns one clean fetch from byte 0.
+                 */
+                if (!d->pieced || d->refetched)
+                        return download_failf(d, -EBADMSG, "%s", mismatch);
+                log_info("Resumed download of %s failed verification (%s), fetching it whole again.", d->url,
+                         mismatch);
+                d->refetched = true;
+                d->have_sha256 = false;
+                r = download_reset_file(d);
+                if (r < 0)
+                        return download_failf(d, r, "cannot truncate %s: %s", d->part_path, strerror(-r));
+                return download_start_attempt(d);
+        }
+
+        if (fsync(d->fd) < 0)
+                return download_failf(d, -errno, "cannot sync %s: %m", d->part_path);
+        download_finish(d, 0, NULL);
+}
+
+static void download_response_reset(DownloadResponse *r)
+{
+        free(r->etag);
+        free(r->last_modified);
+        *r = (DownloadResponse){
+                .content_length = -1,
+                .range_total = -1,
+        };
+}
+
+/* Parses a decimal number at the start of P (at most LEN bytes); returns the bytes used, 0 if none or overflow. */
+static size_t parse_u64(const char *p, size_t len, uint64_t *ret)
+{
+        uint64_t v = 0;
+        size_t i;
+
+        for (i = 0; i < len && p[i] >= '0' && p[i] <= '9'; i++) {
+                if (v > (UINT64_MAX - 9) / 10)
+                        return 0;
+                v = v * 10 + (uint64_t)(p[i] - '0');
+        }
+        if (i > 0)
+                *ret = v;
+        return i;
+}
+
+/* "bytes START-END/TOTAL", or "bytes *" "/TOTAL" in a 416. */
+static void parse_content_range(DownloadResponse *r, const char *p, size_t len)
+{
+        uint64_t start = 0, end = 0, total = 0;
+        size_t n;
+
+        if (len < 6 || strncasecmp(p, "bytes ", 6) != 0)
+                return;
+        p += 6, len -= 6;
+        if (len > 0 && *p == '*') {
+                p++, len--;
+        } else {
+                n = parse_u64(p, len, &start);
+                if (n == 0 || n >= len || p[n] != '-')
+                        return;
+                p += n + 1, len -= n + 1;
+                n = parse_u64(p, len, &end);
+                if (n == 0 || end < start)
+                        return;
+                p += n, len -= n;
+                r->has_content_range = true;
+                r->range_start = start;
+        }
+        if (len < 2 || *p != '/')
+                return;
+        n = parse_u64(p + 1, len - 1, &total);
+        if (n > 0 && total <= INT64_MAX)
+                r->range_total = (int64_t)total;
+}
+
+/* If the header line BUF starts with NAME ':', returns its value without surrounding blanks. */
+static const char *header_value(const char *buf, size_t len, const char *name, size_t *ret_len)
+{
+        size_t n = strlen(name);
+
+        if (len <= n || strncasecmp(buf, name, n) != 0 || buf[n] != ':')
+                return NULL;
+        buf += n + 1, len -= n + 1;
+        while (len > 0 && (*buf == ' ' || *buf == '\t'))
+                buf++, len--;
+        while (len > 0 && isspace((unsigned char)buf[len - 1]))
+                len--;
+        *ret_len = len;
+        return buf;
+}
+
+static void take_validator(char **dst, const char *v, size_t len)
+{
+        if (len == 0 || len > VALIDATOR_MAX || memchr(v, 0, len))
+                return;
+        free(*dst);
+        *dst = strndup(v, len); /* on ENOMEM we merely lose the ability to resume */
+}
+
+/* The headers of a 2xx response are in: decide what its body means for the file. Returns 0 or -1 (abort). */
+static int download_accept(Download *d)
+{
+        DownloadResponse *resp = &d->resp;
+        char reason[REASON_MAX];
+        int r;
+
+        if (resp->status == 206) {
+                if (!d->range_sent) {
+                        download_set_abort(d, -EPROTO, false, "partial content to a request without Range");
+                        return -1;
+                }
+                if (!resp->has_content_range || resp->range_start != d->offset) {
+                        d->restart_from_zero = true;
+                        download_set_abort(d, -EPROTO, true, "Content-Range does not start at %" PRIu64,
+                                           d->offset);
+                        return -1;
+                }
+                d->total = resp->range_total > 0 ? (uint64_t)resp->range_total : 0;
+                d->pieced = d->offset > 0;
+        } else {
+                /* The server sent the whole file: Range ignored, or If-Range says it changed. */
+                if (d->offset > 0) {
+                        r = download_reset_file(d);
+                        if (r < 0) {
+                                download_set_abort(d, r, false, "cannot truncate %s: %s", d->part_path,
+                                                   strerror(-r));
+                                return -1;
+                        }
+                }
+                d->total = resp->content_length > 0 ? (uint64_t)resp->content_length : 0;
+        }
+
+        d->accepted = true;
+        free(d->etag);
+        free(d->last_modified);
+        d->etag = validator_usable(resp->etag, true) ? TAKE_PTR(resp->etag) : NULL;
+        d->last_modified = validator_usable(resp->last_modified, false) ? TAKE_PTR(resp->last_modified) : NULL;
+        d->checkpoint_pending = true;
+
+        if (d->total > 0) {
+                if (d->expected_size > 0 && d->total != d->expected_size) {
+                        download_set_abort(d, -EBADMSG, false,
+                                           "SIZE mismatch: server has %" PRIu64 " bytes, expected %" PRIu64,
+                                           d->total, d->expected_size);
+                        return -1;
+                }
+                if (d->max_image_size > 0 && d->total > d->max_image_size) {
+                        download_set_abort(d, -EFBIG, false,
+                                           "image larger than max_image_size (%" PRIu64 " > %" PRIu64 " bytes)",
+                                           d->total, d->max_image_size);
+                        return -1;
+                }
+                r = download_check_space(d, d->total, reason, sizeof(reason));
+                if (r < 0) {
+                        download_set_abort(d, r, false, "%s", reason);
+                        return -1;
+                }
+        }
+        return 0;
+}
+
+static int download_on_headers_end(Download *d)
+{
+        long status = d->resp.status;
+
+        /* Interim (1xx) and redirects (which libcurl follows, or refuses) say nothing about the file. */
+        if (status < 200 || (status >= 300 && status < 400))
+                return 0;
+        if (status >= 400) {
+                /* No need to read an error page. */
+                d->abort.error = -EIO;
+                d->abort.http = true;
+                return -1;
+        }
+        return download_accept(d);
+}
+
+static size_t download_on_header(char *buf, size_t size, size_t n, void *userdata)
+{
+        Download *d = userdata;
+        DownloadResponse *resp = &d->resp;
+        size_t len = size * n, vlen;
+        const char *v;
+        uint64_t u = 0;
+
+        d->activity_usec = now_usec();
+        /* After the final response's headers, only trailers can come: not ours. */
+        if (d->accepted)
+                return len;
+
+        if (len >= 5 && memcmp(buf, "HTTP/", 5) == 0) {
+                const char *sp = memchr(buf, ' ', len);
+
+                download_response_reset(resp);
+                if (sp && parse_u64(sp + 1, len - (size_t)(sp + 1 - buf), &u) == 3)
+                        resp->status = (long)u;
+                return len;
+        }
+        if ((len == 2 && buf[0] == '\r' && buf[1] == '\n') || (len == 1 && buf[0] == '\n'))
+                return download_on_headers_end(d) < 0 ? 0 : len;
+
+        if ((v = header_value(buf, len, "Content-Length", &vlen))) {
+                if (vlen > 0 && parse_u64(v, vlen, &u) == vlen && u <= INT64_MAX)
+                        resp->content_length = (int64_t)u;
+        } else if ((v = header_value(buf, len, "Content-Range", &vlen)))
+                parse_content_range(resp, v, vlen);
+        else if ((v = header_value(buf, len, "ETag", &vlen)))
+                take_validator(&resp->etag, v, vlen);
+        else if ((v = header_value(buf, len, "Last-Modified", &vlen)))
+                take_validator(&resp->last_modified, v, vlen);
+        else if ((v = header_value(buf, len, "Retry-After", &vlen))) {
+                if (vlen > 0 && parse_u64(v, vlen, &u) == vlen)
+                        resp->retry_after_sec = u;
+        }
+        return len;
+}
+
+/*
+ * The rate limit: a token bucket in front of the write callback, pausing the
+ * transfer (libcurl then stops reading the socket, so TCP slows the server).
+ * Not CURLOPT_MAX_RECV_SPEED_LARGE: libcurl 7.88 paces on the speed of the
+ * last few seconds, so the first seconds of a transfer (a whole small image)
+ * arrive unthrottled, and combined with this bucket it throttles twice
+ * (measured: 2 MB at 1 MB/s took 0.01 s alone, 3.0 s combined, 2.0 s with
+ * the bucket alone). Returns how long to pause, 0 for none.
+ */
+static uint64_t download_rate_delay(Download *d, uint64_t now)
+{
+        double rate = (double)d->rate_limit;
+        double burst = MAX(rate / 4, 1024.0);
+
+        d->rate_tokens = MIN(burst, d->rate_tokens + (double)(now - d->rate_usec) * rate / 1e6);
+        d->rate_usec = now;
+        if (d->rate_tokens >= 0)
+                return 0;
+        return (uint64_t)(-d->rate_tokens * 1e6 / rate) + 1;
+}
+
+static int download_on_rate_timer(sd_event_source *s, uint64_t usec, void *userdata)
+{
+        _cleanup_(download_unrefp) Download *d = download_ref(userdata);
+
+        d->paused = false;
+        d->activity_usec = now_usec();
+        /* libcurl redelivers the chunk we refused from within this call. */
+        if (d->easy)
+                (void)curl_easy_pause(d->easy, CURLPAUSE_CONT);
+        download_dispatch(d);
+        return 0;
+}
+
+static int download_pause(Download *d, uint64_t delay)
+{
+        uint64_t usec = 0;
+        int r;
+
+        (void)sd_event_now(d->event, CLOCK_MONOTONIC, &usec);
+        usec = MAX(usec, now_usec()) + delay;
+        if (d->rate_timer) {
+                r = sd_event_source_set_time(d->rate_timer, usec);
+                if (r >= 0)
+                        r = sd_event_source_set_enabled(d->rate_timer, SD_EVENT_ONESHOT);
+        } else {
+                r = sd_event_add_time(d->event, &d->rate_timer, CLOCK_MONOTONIC, usec, 1, download_on_rate_timer, d);
+                if (r >= 0)
+                        (void)sd_event_source_set_description(d->rate_timer, "download-rate");
+        }
+        if (r < 0)
+                return r;
+        d->paused = true;
+        return 0;
+}
+
+static int pwrite_all(int fd, const char *buf, size_t len, uint64_t offset)
+{
+        while (len > 0) {
+                ssize_t k = pwrite(fd, buf, len, (off_t)offset);
+
+                if (k < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                if (k == 0)
+                        return -EIO;
+                buf += k, len -= (size_t)k, offset += (uint64_t)k;
+        }
+        return 0;
+}
+
+static size_t download_on_write(char *buf, size_t size, size_t n, void *userdata)
+{
+        Download *d = userdata;
+        size_t len = size * n;
+        int r;
+
+        if (!d->accepted) {
+                /* The body of a final non-2xx response (a 3xx without Location, say). */
+                d->abort.error = -EIO;
+                d->abort.http = true;
+                return 0;
+        }
+        if (d->rate_limit > 0) {
+                uint64_t delay = download_rate_delay(d, now_usec());
+
+                if (delay > 0) {
+                        r = download_pause(d, delay);
+                        if (r < 0) {
+                                download_set_abort(d, r, false, "cannot pause for the rate limit: %s",
+                                                   strerror(-r));
+                                return 0;
+                        }
+                        /* Not consumed: libcurl keeps this one chunk and stops reading the socket. */
+                        return CURL_WRITEFUNC_PAUSE;
+                }
+        }
+        /* d->offset never exceeds either limit, so the subtractions cannot wrap. */
+        if (d->max_image_size > 0 && len > d->max_image_size - d->offset) {
+                download_set_abort(d, -EFBIG, false, "image larger than max_image_size (%" PRIu64 " bytes)",
+                                   d->max_image_size);
+                return 0;
+        }
+        if (d->expected_size > 0 && len > d->expected_size - d->offset) {
+                download_set_abort(d, -EBADMSG, false, "SIZE mismatch: more than %" PRIu64 " bytes",
+                                   d->expected_size);
+                return 0;
+        }
+
+        r = pwrite_all(d->fd, buf, len, d->offset);
+        if (r < 0) {
+                download_set_abort(d, r, false, "cannot write %s: %s", d->part_path, strerror(-r));
+                return 0;
+        }
+        if (download_hash_update(d, buf, len) < 0) {
+                download_set_abort(d, -EIO, false, "cannot hash the image");
+                return 0;
+        }
+        d->offset += len;
+        d->bytes_fetched += len;
+        d->rate_tokens -= (double)len;
+        d->activity_usec = now_usec();
+        return len;
+}
+
+/* Returns the first failing code, for download_translate(). */
+static CURLcode download_setup_easy(Download *d, CURL *c)
+{
+        const char *validator = download_validator(d);
+        CURLcode code;
+
+#define SETOPT(opt, val)                                                                                     \
+        do {                                                                                                 \
+                code = curl_easy_setopt(c, opt, val);                                                        \
+                if (code != CURLE_OK)                                                                        \
+                        return code;                                                                         \
+        } while (0)
+
+        SETOPT(CURLOPT_URL, d->url);
+        SETOPT(CURLOPT_PROTOCOLS_STR, "http,https");
+        SETOPT(CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+        SETOPT(CURLOPT_FOLLOWLOCATION, 1L);
+        SETOPT(CURLOPT_MAXREDIRS, (long)d->max_redirects);
+        SETOPT(CURLOPT_NOSIGNAL, 1L);
+        SETOPT(CURLOPT_ERRORBUFFER, d->errbuf);
+        SETOPT(CURLOPT_USERAGENT, d->user_agent ?: "krtiot");
+        SETOPT(CURLOPT_WRITEFUNCTION, download_on_write);
+        SETOPT(CURLOPT_WRITEDATA, d);
+        SETOPT(CURLOPT_HEADERFUNCTION, download_on_header);
+        SETOPT(CURLOPT_HEADERDATA, d);
+        /* A proxy's "200 Connection established" is not the server's answer. */
+        SETOPT(CURLOPT_SUPPRESS_CONNECT_HEADERS, 1L);
+        /* The bytes on disk must be the bytes the hashes are about. */
+        SETOPT(CURLOPT_HTTP_CONTENT_DECODING, 0L);
+        /* Small chunks when rate-limited, so that each pause stays short. */
+        SETOPT(CURLOPT_BUFFERSIZE,
+               d->rate_limit > 0 ? (long)MAX(MIN(d->rate_limit / 8, (uint64_t)RECV_BUFFER_SIZE), (uint64_t)1024)
+                                 : RECV_BUFFER_SIZE);
+        SETOPT(CURLOPT_CONNECTTIMEOUT, (long)d->connect_timeout_sec);
+        /* Kept as a backstop; it also makes libcurl call download_on_xferinfo() every second. */
+        SETOPT(CURLOPT_LOW_SPEED_LIMIT, 1L);
+        SETOPT(CURLOPT_LOW_SPEED_TIME, (long)d->stall_timeout_sec);
+        SETOPT(CURLOPT_XFERINFOFUNCTION, download_on_xferinfo);
+        SETOPT(CURLOPT_XFERINFODATA, d);
+        SETOPT(CURLOPT_NOPROGRESS, 0L);
+        SETOPT(CURLOPT_TCP_KEEPALIVE, 1L);
+        SETOPT(CURLOPT_SSL_VERIFYPEER, 1L);
+        SETOPT(CURLOPT_SSL_VERIFYHOST, 2L);
+        if (d->ca_file)
+                SETOPT(CURLOPT_CAINFO, d->ca_file);
+
+        if (d->range_sent) {
+                char h[sizeof("If-Range: ") + VALIDATOR_MAX];
+                struct curl_slist *l;
+
+                (void)snprintf(d->range, sizeof(d->range), "%" PRIu64 "-", d->offset);
+                SETOPT(CURLOPT_RANGE, d->range);
+
+                /* The server sends the whole file instead if its file is not the one we have a piece of. */
+                (void)snprintf(h, sizeof(h), "If-Range: %s", validator);
+                l = curl_slist_append(d->headers, h);
+                if (!l)
+                        return CURLE_OUT_OF_MEMORY;
+                d->headers = l;
+                SETOPT(CURLOPT_HTTPHEADER, d->headers);
+        }
+#undef SETOPT
+        return CURLE_OK;
+}
+
+static void download_start_attempt(Download *d)
+{
+        char reason[REASON_MAX];
+        CURLcode code;
+        bool retry;
+        int r;
+
+        d->state = DOWNLOAD_TRANSFERRING;
+        d->attempts++;
+        download_response_reset(&d->resp);
+        d->abort = (DownloadAbort){};
+        d->errbuf[0] = 0;
+        d->accepted = false;
+        d->restart_from_zero = false;
+        d->connected = false;
+        d->total = 0;
+        d->rate_tokens = 0;
+        d->rate_usec = now_usec();
+
+        /* Without a validator a piece cannot be proven to belong to the server's current file. */
+        if (d->offset > 0 && !download_validator(d)) {
+                r = download_reset_file(d);
+                if (r < 0)
+                        return download_failf(d, r, "cannot truncate %s: %s", d->part_path, strerror(-r));
+        }
+        d->range_sent = d->offset > 0;
+        d->attempt_start_offset = d->offset;
+
+        d->easy = curl_easy_init();
+        if (!d->easy)
+                return download_failf(d, -ENOMEM, "out of memory");
+        code = download_setup_easy(d, d->easy);
+        if (code != CURLE_OK) {
+                r = download_translate(d, code, reason, sizeof(reason), &retry);
+                return download_finish(d, r, reason);
+        }
+        if (curl_multi_add_handle(d->multi, d->easy) != CURLM_OK)
+                return download_failf(d, -ENOMEM, "cannot add the transfer to libcurl");
+}
+
+static int download_on_retry_timer(sd_event_source *s, uint64_t usec, void *userdata)
+{
+        _cleanup_(download_unrefp) Download *d = download_ref(userdata);
+
+        d->retry_timer = sd_event_source_disable_unref(d->retry_timer);
+        download_start_attempt(d);
+        return 0;
+}
+
+static void download_on_transfer_done(Download *d, CURLcode code)
+{
+        char reason[REASON_MAX];
+        uint64_t delay;
+        bool retry;
+        int r;
+
+        if (code == CURLE_OK && d->accepted) {
+                download_remove_easy(d);
+                return download_complete(d);
+        }
+
+        if (d->resp.status == 416 && d->range_sent) {
+                /* Nothing after our offset: when that is the whole size, we have the whole file. */
+                if (d->resp.range_total >= 0 && (uint64_t)d->resp.range_total == d->offset) {
+                        download_remove_easy(d);
+                        d->pieced = true;
+                        return download_complete(d);
+                }
+                d->restart_from_zero = true;
+        }
+
+        r = download_translate(d, code, reason, sizeof(reason), &retry);
+        download_remove_easy(d);
+
+        if (d->restart_from_zero && !d->restarted) {
+                d->restarted = true;
+                r = download_reset_file(d);
+                if (r < 0)
+                        return download_failf(d, r, "cannot truncate %s: %s", d->part_path, strerror(-r));
+                return download_start_attempt(d);
+        }
+
+        if (!retry)
+                return download_finish(d, r, reason);
+
+        /* Real progress proves the path works: the retry budget is for failures in a row. */
+        if (d->offset >= d->attempt_start_offset + RETRY_RENEW_BYTES) {
+                d->failures = 0;
+                backoff_reset(&d->backoff);
+        }
+        if (++d->failures > d->retries) {
+                if (d->attempts == 1)
+                        return download_finish(d, r, reason);
+                return download_failf(d, r, "gave up after %u attempts: %s", d->attempts, reason);
+        }
+
+        delay = backoff_next(&d->backoff);
+        if (d->resp.retry_after_sec > 0)
+                delay = MAX(delay, MIN(d->resp.retry_after_sec * USEC_PER_SEC, d->retry_max_usec));
+
+        r = sd_event_add_time_relative(d->event, &d->retry_timer, CLOCK_BOOTTIME, delay, 0,
+                                       download_on_retry_timer, d);
+        if (r < 0)
+                return download_failf(d, r, "cannot schedule a retry: %s", strerror(-r));
+        (void)sd_event_source_set_description(d->retry_timer, "download-retry");
+
+        log_info("Download attempt %u of %s failed (%s), retrying in %" PRIu64 " ms.", d->attempts, d->url, reason,
+                 delay / USEC_PER_MSEC);
+        d->state = DOWNLOAD_WAITING;
+        /* Whatever arrived is worth keeping if the daemon stops while we wait. */
+        if (d->offset != d->checkpoint_offset)
+                d->checkpoint_pending = true;
+}
+
+/* Reports progress and checkpoints when due. May free D through a callback: check d->cancelled after. */
+static void download_emit(Download *d)
+{
+        uint64_t now = 0;
+
+        if (d->state != DOWNLOAD_TRANSFERRING && d->state != DOWNLOAD_WAITING)
+                return;
+        (void)sd_event_now(d->event, CLOCK_MONOTONIC, &now);
+
+        if (d->checkpoint_pending ||
+            (d->offset > d->checkpoint_offset && (d->offset - d->checkpoint_offset >= CHECKPOINT_INTERVAL_BYTES ||
+                                                  now >= d->checkpoint_usec + CHECKPOINT_INTERVAL_USEC))) {
+                DownloadCheckpoint c = {
+                        .offset = d->offset,
+                        .etag = d->etag,
+                        .last_modified = d->last_modified,
+                };
+
+                /* A checkpoint promises bytes that survive a power cut. */
+                if (fdatasync(d->fd) < 0)
+                        return download_failf(d, -errno, "cannot sync %s: %m", d->part_path);
+                d->checkpoint_pending = false;
+                d->checkpoint_offset = d->offset;
+                d->checkpoint_usec = now;
+                if (d->cb.checkpoint) {
+                        d->cb.checkpoint(d, &c, d->userdata);
+                        if (d->cancelled)
+                                return;
+                }
+        }
+
+        if (d->cb.progress && d->offset != d->progress_offset && now >= d->progress_usec + PROGRESS_INTERVAL_USEC) {
+                d->progress_offset = d->offset;
+                d->progress_usec = now;
+                d->cb.progress(d, d->offset, d->total ?: d->expected_size, d->userdata);
+        }
+}
+
+/* After libcurl ran: handle a finished transfer, then report. Caller holds a reference. */
+static void download_dispatch(Download *d)
+{
+        CURLMsg *msg;
+        int left;
+
+        /* First what the bytes that arrived made due (a fast transfer may end in this same call), ... */
+        download_emit(d);
+        while (!d->cancelled && d->multi && d->easy && (msg = curl_multi_info_read(d->multi, &left))) {
+                if (msg->msg == CURLMSG_DONE && msg->easy_handle == d->easy)
+                        download_on_transfer_done(d, msg->data.result);
+        }
+        /* ... then what the end of an attempt made due (the checkpoint before waiting to retry). */
+        if (!d->cancelled)
+                download_emit(d);
+}
+
+static int download_on_io(sd_event_source *s, int fd, uint32_t revents, void *userdata)
+{
+        _cleanup_(download_unrefp) Download *d = download_ref(userdata);
+        int mask = 0, running = 0;
+
+        if (revents & (EPOLLIN | EPOLLHUP))
+                mask |= CURL_CSELECT_IN;
+        if (revents & EPOLLOUT)
+                mask |= CURL_CSELECT_OUT;
+        if (revents & EPOLLERR)
+                mask |= CURL_CSELECT_ERR;
+
+        (void)curl_multi_socket_action(d->multi, fd, mask, &running);
+        download_dispatch(d);
+        return 0;
+}
+
+static int download_on_curl_timer(sd_event_source *s, uint64_t usec, void *userdata)
+{
+        _cleanup_(download_unrefp) Download *d = download_ref(userdata);
+        int running = 0;
+
+        (void)curl_multi_socket_action(d->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+        download_dispatch(d);
+        return 0;
+}
+
+/* CURLMOPT_SOCKETFUNCTION: mirror each socket libcurl wants watched as an sd-event I/O source. */
+static int download_curl_socket_cb(CURL *easy, curl_socket_t fd, int what, void *userdata, void *socketp)
+{
+        Download *d = userdata;
+        DownloadSocket *s = socketp;
+        uint32_t events = 0;
+
+        if (what == CURL_POLL_REMOVE) {
+                if (s) {
+                        for (DownloadSocket **p = &d->sockets; *p; p = &(*p)->next)
+                                if (*p == s) {
+                                        *p = s->next;
+                                        break;
+                                }
+                        sd_event_source_disable_unref(s->source);
+                        free(s);
+                }
+                return 0;
+        }
+
+        if (what == CURL_POLL_IN)
+                events = EPOLLIN;
+        else if (what == CURL_POLL_OUT)
+                events = EPOLLOUT;
+        else if (what == CURL_POLL_INOUT)
+                events = EPOLLIN | EPOLLOUT;
+
+        if (s) {
+                if (sd_event_source_set_io_events(s->source, events) < 0 ||
+                    sd_event_source_set_enabled(s->source, SD_EVENT_ON) < 0)
+                        return -1;
+                return 0;
+        }
+
+        s = calloc(1, sizeof(*s));
+        if (!s)
+                return -1;
+        if (sd_event_add_io(d->event, &s->source, fd, events, download_on_io, d) < 0) {
+                free(s);
+                return -1;
+        }
+        if (curl_multi_assign(d->multi, fd, s) != CURLM_OK) {
+                sd_event_source_disable_unref(s->source);
+                free(s);
+                return -1;
+        }
+        (void)sd_event_source_set_description(s->source, "download-io");
+        s->next = d->sockets;
+        d->sockets = s;
+        return 0;
+}
+
+/* CURLMOPT_TIMERFUNCTION: one sd-event time source, rearmed or disabled as libcurl asks. */
+static int download_curl_timer_cb(CURLM *multi, long timeout_ms, void *userdata)
+{
+        Download *d = userdata;
+        uint64_t usec = 0;
+
+        if (timeout_ms < 0)
+                return d->curl_timer && sd_event_source_set_enabled(d->curl_timer, SD_EVENT_OFF) < 0 ? -1 : 0;
+
+        (void)sd_event_now(d->event, CLOCK_MONOTONIC, &usec);
+        usec += (uint64_t)timeout_ms * USEC_PER_MSEC;
+
+        if (d->curl_timer) {
+                if (sd_event_source_set_time(d->curl_timer, usec) < 0 ||
+                    sd_event_source_set_enabled(d->curl_timer, SD_EVENT_ONESHOT) < 0)
+                        return -1;
+                return 0;
+        }
+        /* Accuracy 1 µs: sd-event's default slack (250 ms) would throttle rate-limited transfers. */
+        if (sd_event_add_time(d->event, &d->curl_timer, CLOCK_MONOTONIC, usec, 1, download_on_curl_timer, d) < 0)
+                return -1;
+        (void)sd_event_source_set_description(d->curl_timer, "download-curl-timer");
+        return 0;
+}
+
+static void download_begin(Download *d)
+{
+        d->kick = sd_event_source_disable_unref(d->kick);
+        free(d->rehash_buf);
+        d->rehash_buf = NULL;
+
+        /* Everything is already here (a crash between the last byte and the report): just verify. */
+        if (d->offset > 0 && d->offset == d->expected_size) {
+                d->pieced = true;
+                return download_complete(d);
+        }
+        download_start_attempt(d);
+}
+
+/* One step of re-hashing the prefix a resume starts from: a chunk per loop iteration. */
+static void download_rehash_step(Download *d)
+{
+        size_t n = (size_t)MIN((uint64_t)REHASH_CHUNK_SIZE, d->offset - d->rehash_pos);
+        ssize_t k;
+        int r;
+
+        k = pread(d->fd, d->rehash_buf, n, (off_t)d->rehash_pos);
+        if (k < 0) {
+                if (errno == EINTR)
+                        return;
+                return download_failf(d, -errno, "cannot read %s: %m", d->part_path);
+        }
+        if (k == 0) {
+                /* Shorter than fstat() said a moment ago: someone else is at it; start over. */
+                r = download_reset_file(d);
+                if (r < 0)
+                        return download_failf(d, r, "cannot truncate %s: %s", d->part_path, strerror(-r));
+                return download_begin(d);
+        }
+        if (download_hash_update(d, d->rehash_buf, (size_t)k) < 0)
+                return download_failf(d, -EIO, "cannot hash the image");
+        d->rehash_pos += (uint64_t)k;
+        if (d->rehash_pos == d->offset)
+                download_begin(d);
+}
+
+static void download_prepare(Download *d)
+{
+        char reason[REASON_MAX];
+        struct stat st;
+        int r;
+
+        if (strncasecmp(d->url, "http://", 7) != 0 && strncasecmp(d->url, "https://", 8) != 0)
+                return download_failf(d, -EINVAL, "URL is not http:// or https://");
+        if (d->expected_md5 && !hex_valid(d->expected_md5, 32))
+                return download_failf(d, -EINVAL, "malformed expected MD5");
+        if (d->expected_sha256 && !hex_valid(d->expected_sha256, 64))
+                return download_failf(d, -EINVAL, "malformed expected SHA-256");
+        if (d->expected_size > 0 && d->max_image_size > 0 && d->expected_size > d->max_image_size)
+                return download_failf(d, -EFBIG, "image larger than max_image_size (%" PRIu64 " > %" PRIu64 " bytes)",
+                                      d->expected_size, d->max_image_size);
+
+        r = download_hash_init(d);
+        if (r < 0)
+                return download_failf(d, r, "cannot initialize hashing");
+
+        d->fd = open(d->part_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOCTTY, 0600);
+        if (d->fd < 0)
+                return download_failf(d, -errno, "cannot open %s: %m", d->part_path);
+        if (fstat(d->fd, &st) < 0)
+                return download_failf(d, -errno, "cannot stat %s: %m", d->part_path);
+        if (!S_ISREG(st.st_mode))
+                return download_failf(d, -EISDIR, "%s is not a regular file", d->part_path);
+
+        d->offset = d->resume_offset;
+        if (d->offset > (uint64_t)st.st_size || !download_validator(d) ||
+            (d->expected_size > 0 && d->offset > d->expected_size) ||
+            (d->max_image_size > 0 && d->offset > d->max_image_size))
+                d->offset = 0;
+        /* Bytes past the checkpoint were never promised durable: drop them. */
+        if (ftruncate(d->fd, (off_t)d->offset) < 0)
+                return download_failf(d, -errno, "cannot truncate %s: %m", d->part_path);
+        d->checkpoint_offset = d->offset;
+
+        if (d->expected_size > 0) {
+                r = download_check_space(d, d->expected_size, reason, sizeof(reason));
+                if (r < 0)
+                        return download_finish(d, r, reason);
+        }
+
+        if (d->offset == 0)
+                return download_begin(d);
+
+        d->rehash_buf = malloc(REHASH_CHUNK_SIZE);
+        if (!d->rehash_buf)
+                return download_failf(d, -ENOMEM, "out of memory");
+        d->state = DOWNLOAD_REHASHING;
+        d->rehash_pos = 0;
+        /* Let everything else in the loop go first; a large prefix takes a while. */
+        r = sd_event_source_set_priority(d->kick, SD_EVENT_PRIORITY_IDLE);
+        if (r >= 0)
+                r = sd_event_source_set_enabled(d->kick, SD_EVENT_ON);
+        if (r < 0)
+                return download_failf(d, r, "cannot schedule re-hashing: %s", strerror(-r));
+}
+
+static int download_on_kick(sd_event_source *s, void *userdata)
+{
+        _cleanup_(download_unrefp) Download *d = download_ref(userdata);
+
+        if (d->state == DOWNLOAD_PREPARING)
+                download_prepare(d);
+        else if (d->state == DOWNLOAD_REHASHING)
+                download_rehash_step(d);
+        return 0;
+}
+
+static int strdup_or_null(const char *s, char **ret)
+{
+        if (!s || !*s) {
+                *ret = NULL;
+                return 0;
+        }
+        *ret = strdup(s);
+        return *ret ? 0 : -ENOMEM;
+}
+
+int download_new(sd_event *event,
+                 const DownloadParams *p,
+                 const DownloadCallbacks *callbacks,
+                 void *userdata,
+                 Download **ret)
+{
+        _cleanup_(download_freep) Download *d = NULL;
+
+        if (!event || !p || !p->url || !p->part_path || !ret)
+                return -EINVAL;
+
+        d = calloc(1, sizeof(*d));
+        if (!d)
+                return -ENOMEM;
+        d->n_ref = 1;
+        d->fd = -1;
+        d->event = sd_event_ref(event);
+        if (callbacks)
+                d->cb = *callbacks;
+        d->userdata = userdata;
+
+        if (strdup_or_null(p->url, &d->url) < 0 || strdup_or_null(p->part_path, &d->part_path) < 0 ||
+            strdup_or_null(p->expected_md5, &d->expected_md5) < 0 ||
+            strdup_or_null(p->expected_sha256, &d->expected_sha256) < 0 ||
+            strdup_or_null(p->ca_file, &d->ca_file) < 0 || strdup_or_null(p->user_agent, &d->user_agent) < 0)
+                return -ENOMEM;
+        if (validator_usable(p->etag, true) && strdup_or_null(p->etag, &d->etag) < 0)
+                return -ENOMEM;
+        if (validator_usable(p->last_modified, false) && strdup_or_null(p->last_modified, &d->last_modified) < 0)
+                return -ENOMEM;
+
+        d->resume_offset = p->resume_offset;
+        d->expected_size = p->expected_size;
+        d->max_image_size = p->max_image_size;
+        d->rate_limit = p->rate_limit;
+        d->stall_timeout_sec = p->stall_timeout_sec ?: DEFAULT_STALL_TIMEOUT_SEC;
+        d->connect_timeout_sec = p->connect_timeout_sec ?: DEFAULT_CONNECT_TIMEOUT_SEC;
+        d->retries = p->retries;
+        d->max_redirects = p->max_redirects;
+        d->retry_max_usec = p->retry_max_usec ?: DEFAULT_RETRY_MAX_USEC;
+        backoff_init(&d->backoff, p->retry_initial_usec ?: DEFAULT_RETRY_INITIAL_USEC, d->retry_max_usec);
+        download_response_reset(&d->resp);
+
+        d->sha256 = EVP_MD_CTX_new();
+        d->md5 = EVP_MD_CTX_new();
+        if (!d->sha256 || !d->md5)
+                return -ENOMEM;
+
+        d->multi = curl_multi_init();
+        if (!d->multi)
+                return -ENOMEM;
+        if (curl_multi_setopt(d->multi, CURLMOPT_SOCKETFUNCTION, download_curl_socket_cb) != CURLM_OK ||
+            curl_multi_setopt(d->multi, CURLMOPT_SOCKETDATA, d) != CURLM_OK ||
+            curl_multi_setopt(d->multi, CURLMOPT_TIMERFUNCTION, download_curl_timer_cb) != CURLM_OK ||
+            curl_multi_setopt(d->multi, CURLMOPT_TIMERDATA, d) != CURLM_OK)
+                return -ENOMEM;
+
+        if (sd_event_add_defer(event, &d->kick, download_on_kick, d) < 0)
+                return -ENOMEM;
+        (void)sd_event_source_set_description(d->kick, "download-kick");
+
+        d->state = DOWNLOAD_PREPARING;
+        *ret = TAKE_PTR(d);
+        return 0;
+}

@@ -1,0 +1,132 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The download engine: one Download fetches one firmware image over HTTP(S)
+ * into a ".part" file, inside the caller's sd-event loop (libcurl's multi
+ * interface, never blocking the loop), streaming to disk and hashing as it
+ * goes, in constant memory whatever the image size.
+ *
+ * It resumes with Range/If-Range (after a dropped connection within one run,
+ * and across daemon restarts from the offset and validators the caller
+ * persisted from a checkpoint), retries transient failures with jittered
+ * backoff, and reports exactly one result through the done callback: 0 when
+ * the file is complete, matches every expectation given (SIZE, MD5, SHA-256)
+ * and has been fsync()ed; or -errno with a short human reason.
+ *
+ * Only http:// and https:// are ever fetched, also after redirects; HTTPS
+ * verifies the peer and its host name. Proxies: libcurl's defaults apply, so
+ * the standard environment variables http_proxy, https_proxy (or HTTPS_PROXY),
+ * all_proxy (ALL_PROXY) and no_proxy (NO_PROXY) are honored; the uppercase
+ * HTTP_PROXY is deliberately ignored by libcurl (CGI "httpoxy").
+ *
+ * The caller should call curl_global_init(CURL_GLOBAL_DEFAULT) once at
+ * startup; libcurl otherwise does it lazily on first use.
+ */
+#pragma once
+
+#include <stdint.h>
+#include <systemd/sd-event.h>
+
+typedef struct Download Download;
+
+typedef struct DownloadParams {
+        const char *url;       /* http:// or https:// */
+        const char *part_path; /* the partial file, e.g. "{download_dir}/<job>.part" */
+
+        /*
+         * Resume state from the caller's journal (from the last checkpoint):
+         * bytes of PART_PATH known good, and the validators of the response
+         * they came from. A resume needs a strong ETag or a Last-Modified,
+         * so that the server can tell (If-Range) whether its file is still
+         * the same; without one the download starts over from byte 0.
+         * NULL or "" = none.
+         */
+        uint64_t resume_offset;
+        const char *etag;
+        const char *last_modified;
+
+        /* Expectations, checked before success is reported. 0/NULL = not given. */
+        uint64_t expected_size;
+        const char *expected_md5;    /* 32 hex digits, either case */
+        const char *expected_sha256; /* 64 hex digits, either case */
+
+        /* Limits. 0 = none/libcurl's default, except where said. */
+        uint64_t max_image_size;       /* enforced from Content-Length and as bytes arrive */
+        uint64_t rate_limit;           /* bytes per second */
+        unsigned stall_timeout_sec;    /* less than 1 byte/s for this long = stalled; 0 = 60 s */
+        unsigned connect_timeout_sec;  /* 0 = 30 s */
+        unsigned retries;              /* further attempts after transient failures in a row; an
+                                        * attempt that brought 1 MiB or more renews them */
+        unsigned max_redirects;        /* 0 = redirects are refused */
+        uint64_t retry_initial_usec;   /* backoff ceilings (full jitter); 0 = 1 s */
+        uint64_t retry_max_usec;       /* 0 = 60 s */
+        const char *ca_file;           /* NULL = the system's CA store */
+        const char *user_agent;        /* NULL = "krtiot" */
+} DownloadParams;
+
+/* What the caller persists so that a restarted daemon can resume. */
+typedef struct DownloadCheckpoint {
+        uint64_t offset;           /* this many bytes of the .part file are written and fdatasync()ed */
+        const char *etag;          /* NULL when the server sent none (or a weak one) */
+        const char *last_modified; /* NULL when the server sent none */
+} DownloadCheckpoint;
+
+typedef struct DownloadCallbacks {
+        /* At most about once per second while bytes arrive. TOTAL is 0 when unknown. */
+        void (*progress)(Download *d, uint64_t done, uint64_t total, void *userdata);
+
+        /*
+         * When the response headers have been accepted (OFFSET is then where
+         * this response continues: 0 after the server sent the whole file
+         * anew), then at most every 5 s or 32 MiB, and before waiting to
+         * retry. Pointers are valid during the call only.
+         */
+        void (*checkpoint)(Download *d, const DownloadCheckpoint *c, void *userdata);
+
+        /*
+         * Exactly once. RESULT is 0 when the file is complete, verified and
+         * fsync()ed, otherwise -errno, and REASON (NULL on success) says why
+         * in a few words, e.g. "HTTP 404", "SHA-256 mismatch", "download
+         * stalled", "gave up after 4 attempts: HTTP 503". REASON is valid
+         * during the call only. Main codes: -ENOENT/-EACCES/-EPROTO (HTTP
+         * 4xx), -EREMOTEIO (5xx), -ETIMEDOUT (stall, connect), -ELOOP (too
+         * many redirects), -EPROTONOSUPPORT (forbidden protocol), -EBADMSG
+         * (size or hash mismatch), -EFBIG (max_image_size), -ENOSPC, -EINVAL
+         * (bad parameters, malformed expected hash).
+         */
+        void (*done)(Download *d, int result, const char *reason, void *userdata);
+} DownloadCallbacks;
+
+/*
+ * Creates a download and starts it: the first work happens in a later
+ * iteration of EVENT, so CALLBACKS are never invoked from within this call,
+ * and every failure after a successful return (including malformed
+ * parameters) arrives through done. PARAMS' strings are copied. The part
+ * file is created (0600) or reused; it is never deleted: that is the
+ * caller's decision. Returns 0, or -ENOMEM; *ret is untouched on failure.
+ */
+int download_new(sd_event *event,
+                 const DownloadParams *params,
+                 const DownloadCallbacks *callbacks,
+                 void *userdata,
+                 Download **ret);
+
+/*
+ * Cancels the download if it is still running (no callback is invoked
+ * afterwards) and frees it. Safe from within any of its callbacks, and on
+ * NULL. Returns NULL.
+ */
+Download *download_free(Download *d);
+
+static inline void download_freep(Download **d)
+{
+        *d = download_free(*d);
+}
+
+/* The SHA-256 (64 lowercase hex digits) of the whole file, once it was fully received; else NULL. */
+const char *download_get_sha256(const Download *d);
+
+/* Bytes of body received from the network by this object (across attempts); for tests and statistics. */
+uint64_t download_get_bytes_fetched(const Download *d);
+
+/* Attempts started so far (the first one included). */
+unsigned download_get_attempts(const Download *d);

@@ -1,0 +1,82 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The OTA job journal: {state_dir}/ota-journal.json, written atomically
+ * (write_file_atomic, as the credentials). It holds the current job (what
+ * the platform asked, how far it got, what the server's validators were) and
+ * the short lists that make commands idempotent: recent command IDs, and
+ * failed jobs (by ID and target) so that a failing install is never retried
+ * by the same command again.
+ */
+#pragma once
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define JOURNAL_FILE "ota-journal.json"
+#define JOURNAL_MAX_SIZE (64 * 1024)
+#define JOURNAL_MAX_FAILED 16
+#define JOURNAL_MAX_RECENT 16
+#define JOURNAL_KEY_LEN 12
+
+typedef enum JobPhase {
+        JOB_ACCEPTED,
+        JOB_DOWNLOADING,
+        JOB_VERIFYING,
+        JOB_INSTALLING,
+        JOB_REBOOT_PENDING,
+        JOB_DONE,
+        JOB_FAILED,
+        _JOB_PHASE_MAX,
+        _JOB_PHASE_INVALID = -EINVAL,
+} JobPhase;
+
+typedef struct Job {
+        char key[JOURNAL_KEY_LEN + 1]; /* local name of the job's files: [0-9A-Z]{12}, never from the network */
+        char *id;                      /* the platform's command ID */
+        char *url;
+        char *target;       /* FW_VERSION */
+        char *old_version;  /* running when the job was accepted */
+        char *md5, *sha256; /* expected, or NULL */
+        uint64_t size;      /* expected, 0 = not given */
+        JobPhase phase;
+        uint64_t offset; /* bytes of the .part file written and synced */
+        char *etag, *last_modified;
+        char *reason; /* why it failed */
+} Job;
+
+typedef struct JournalEntry {
+        char *id;
+        char *target;
+} JournalEntry;
+
+typedef struct Journal {
+        Job *job; /* the current or last job; NULL when none */
+        JournalEntry failed[JOURNAL_MAX_FAILED];
+        size_t n_failed;
+        JournalEntry recent[JOURNAL_MAX_RECENT]; /* accepted command IDs, newest last */
+        size_t n_recent;
+} Journal;
+
+const char *job_phase_to_string(JobPhase p);
+JobPhase job_phase_from_string(const char *s);
+
+Job *job_free(Job *j);
+
+/*
+ * Loads the journal; a missing file gives an empty journal. Returns 0, or
+ * -EBADMSG when the file is corrupt (the caller starts empty and says so),
+ * or another -errno.
+ */
+int journal_load(const char *state_dir, Journal **ret);
+/* Parses a journal from memory (for journal_load and the fuzzer). */
+int journal_parse(const char *text, size_t len, Journal **ret);
+int journal_save(const char *state_dir, const Journal *j);
+Journal *journal_free(Journal *j);
+
+/* Remembers ID (and TARGET) in a bounded list, dropping the oldest. */
+int journal_remember_failed(Journal *j, const char *id, const char *target);
+int journal_remember_recent(Journal *j, const char *id, const char *target);
+bool journal_is_failed(const Journal *j, const char *id);
+bool journal_is_recent(const Journal *j, const char *id);

@@ -1,0 +1,775 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The OTA job state machine.
+ *
+ *   command ──receipt──▶ accepted ──▶ downloading ──▶ verifying ──▶ installing
+ *                           │ (target running: report, done)           │
+ *                           ▼                          exit 0 ◀────────┤ exit 10
+ *                          done ◀── version = target ──┘               ▼
+ *                                                            reboot-pending ──(restart)──▶
+ *                                                            running = target: commit, done
+ *                                                            running = old: failed (rollback)
+ *
+ * Invariants:
+ *  - the journal is written before each phase's work starts, so a restart
+ *    resumes the phase it finds (downloading resumes with Range, installing
+ *    reruns the hook, reboot-pending checks the running version);
+ *  - the receipt of a valid command is sent before any download, and the
+ *    same command ID is receipted again without changing anything;
+ *  - a job that failed is remembered by ID: the same command never starts
+ *    the same failing install again (no rollback loop);
+ *  - the job's files are named by a local random key, never by anything the
+ *    network sent; the image is deleted once the hook has finished, and a
+ *    failed job deletes its partial file.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "build-config.h"
+#include "download.h"
+#include "journal.h"
+#include "log.h"
+#include "notify.h"
+#include "ota.h"
+#include "process.h"
+#include "util/macro.h"
+#include "util/random-id.h"
+#include "version.h"
+
+#define HOOK_EXIT_REBOOT 10
+#define HOOK_LOG_MAX (256 * 1024)
+#define COMMIT_TIMEOUT_USEC (300 * USEC_PER_SEC)
+#define PROGRESS_STEP 10 /* percent between CMD 12 reports */
+
+typedef void (*VersionThen)(Ota *o, const char *running);
+
+struct Ota {
+        sd_event *event;
+        const Config *config;
+        OtaCallbacks callbacks;
+        void *userdata;
+
+        Journal *journal;
+        Download *download;
+        Process *hook;    /* install or commit */
+        Process *version; /* `HOOK version` for a comparison */
+        VersionThen version_then; /* what to do with its answer */
+        Process *reboot;
+        PlatformMessage queued; /* a command that arrived while the hook ran (queued.id set) */
+        unsigned last_progress;
+};
+
+static void ota_run_queued(Ota *o);
+
+/* ---- small helpers ---- */
+
+static Job *ota_job(const Ota *o)
+{
+        return o->journal ? o->journal->job : NULL;
+}
+
+bool ota_active(const Ota *o)
+{
+        Job *j = ota_job(o);
+
+        return j && j->phase != JOB_DONE && j->phase != JOB_FAILED;
+}
+
+static int ota_save(Ota *o)
+{
+        int r = journal_save(o->config->state_dir, o->journal);
+
+        if (r < 0)
+                log_error_errno(r, "Cannot write the OTA journal %s/%s: %m", o->config->state_dir, JOURNAL_FILE);
+        return r;
+}
+
+static char *job_path(const Ota *o, const Job *j, const char *suffix)
+{
+        char *p;
+
+        if (asprintf(&p, "%s/%s.%s", o->config->ota_download_dir, j->key, suffix) < 0)
+                return NULL;
+        return p;
+}
+
+static void job_unlink(const Ota *o, const Job *j, const char *suffix)
+{
+        _cleanup_free_ char *p = job_path(o, j, suffix);
+
+        if (p && unlink(p) < 0 && errno != ENOENT)
+                log_warning_errno(errno, "Cannot delete %s: %m", p);
+}
+
+static void ota_publish_receipt(Ota *o, const char *id, bool ok, const char *reason)
+{
+        _cleanup_free_ char *payload = NULL;
+
+        if (protocol_ota_receipt(id, ok, reason, &payload) < 0 || o->callbacks.publish(o, payload, o->userdata) < 0)
+                log_warning("Could not send the receipt of command %s (offline?).", id);
+}
+
+static void ota_progress(Ota *o, const char *state, unsigned percent, const char *reason)
+{
+        _cleanup_free_ char *payload = NULL;
+        Job *j = ota_job(o);
+
+        if (!o->config->ota_report_progress || !j)
+                return;
+        if (protocol_progress(j->id, state, percent, reason, &payload) >= 0)
+                (void)o->callbacks.publish(o, payload, o->userdata);
+}
+
+static void ota_set_phase(Ota *o, JobPhase phase)
+{
+        ota_job(o)->phase = phase;
+        (void)ota_save(o);
+}
+
+/* Ends the job as failed: files deleted, remembered, reported. */
+static void ota_fail(Ota *o, const char *reason)
+{
+        Job *j = ota_job(o);
+
+        o->download = download_free(o->download);
+        log_error("Update to %s (command %s) failed: %s.", j->target, j->id, reason);
+        notify_status("Update to %s failed: %s", j->target, reason);
+        job_unlink(o, j, "part");
+        job_unlink(o, j, "img");
+        free(j->reason);
+        j->reason = strdup(reason);
+        j->phase = JOB_FAILED;
+        (void)journal_remember_failed(o->journal, j->id, j->target);
+        (void)ota_save(o);
+        ota_progress(o, "FAILED", 0, reason);
+        o->callbacks.report(o, o->userdata);
+        ota_run_queued(o);
+}
+
+static void ota_succeed(Ota *o)
+{
+        Job *j = ota_job(o);
+
+        log_notice("Update to %s (command %s) done: the new firmware is running.", j->target, j->id);
+        ota_set_phase(o, JOB_DONE);
+        ota_progress(o, "DONE", 100, NULL);
+        o->callbacks.report(o, o->userdata);
+        ota_run_queued(o);
+}
+
+/* ---- the running version (from a file, or asynchronously from the hook) ---- */
+
+static void on_version_done(Process *p, int result, const char *output, size_t len, void *userdata)
+{
+        Ota *o = userdata;
+        _cleanup_free_ char *v = NULL;
+        VersionThen then = o->version_then;
+
+        o->version = process_free(o->version);
+        if (result == 0) {
+                v = strndup(output, len);
+                if (v && version_parse(v) < 0)
+                        v = mfree(v);
+        }
+        if (!v)
+                log_error("'%s version' gave no version (result %d).", o->config->ota_hook, result);
+        then(o, v);
+}
+
+/* Calls THEN with the running version (NULL when unknown), now or from the loop. */
+static void ota_with_running_version(Ota *o, VersionThen then)
+{
+        _cleanup_free_ char *v = NULL;
+        int r;
+
+        if (o->config->fw_version_from_hook) {
+                o->version = process_free(o->version);
+                o->version_then = then;
+                r = version_query_hook(o->event, o->config, on_version_done, o, &o->version);
+                if (r >= 0)
+                        return;
+                log_error_errno(r, "Cannot run '%s version': %m", o->config->ota_hook);
+        } else {
+                r = version_read_fw(o->config, &v);
+                if (r < 0)
+                        log_error_errno(r, "Cannot read the firmware version: %m");
+        }
+        then(o, v);
+}
+
+/* ---- install ---- */
+
+static void on_reboot_done(Process *p, int result, const char *output, size_t len, void *userdata)
+{
+        Ota *o = userdata;
+
+        o->reboot = process_free(o->reboot);
+        if (result != 0)
+                log_error("The reboot command %s failed (result %d); the new firmware becomes active at the "
+                          "next reboot.", o->config->ota_reboot_argv[0], result);
+}
+
+static void ota_reboot(Ota *o)
+{
+        ProcessParams params = {
+                .argv = o->config->ota_reboot_argv,
+                .log_prefix = "reboot",
+                .log_max = HOOK_LOG_MAX,
+                .timeout_usec = 120 * USEC_PER_SEC,
+        };
+        int r;
+
+        if (!o->config->ota_reboot_argv) {
+                log_notice("No reboot command is configured: the new firmware becomes active at the next reboot.");
+                return;
+        }
+        log_notice("Rebooting to activate the new firmware.");
+        r = process_spawn(o->event, &params, on_reboot_done, o, &o->reboot);
+        if (r < 0)
+                log_error_errno(r, "Cannot run the reboot command %s: %m", o->config->ota_reboot_argv[0]);
+}
+
+static void on_installed_version(Ota *o, const char *running)
+{
+        Job *j = ota_job(o);
+        _cleanup_free_ char *reason = NULL;
+
+        if (running && strcmp(running, j->target) == 0) {
+                ota_succeed(o);
+                return;
+        }
+        if (asprintf(&reason, "the install hook succeeded but the running firmware is %s, not %s",
+                     running ? running : VERSION_UNKNOWN, j->target) < 0)
+                reason = NULL;
+        ota_fail(o, reason ? reason : "the running firmware is not the target");
+}
+
+static void on_hook_install_done(Process *p, int result, const char *output, size_t len, void *userdata)
+{
+        Ota *o = userdata;
+        Job *j = ota_job(o);
+        char reason[128];
+
+        o->hook = process_free(o->hook);
+        job_unlink(o, j, "img"); /* whatever the result (SPEC 5.6) */
+
+        if (result == 0) {
+                log_info("The install hook installed %s; checking the running version.", j->target);
+                ota_with_running_version(o, on_installed_version);
+                return;
+        }
+        if (result == HOOK_EXIT_REBOOT) {
+                log_notice("The install hook installed %s; a reboot activates it.", j->target);
+                notify_status("Update to %s installed; waiting for the reboot that activates it", j->target);
+                ota_set_phase(o, JOB_REBOOT_PENDING);
+                ota_progress(o, "REBOOTING", 100, NULL);
+                ota_reboot(o);
+                ota_run_queued(o);
+                return;
+        }
+
+        if (result == -ETIMEDOUT)
+                snprintf(reason, sizeof(reason), "the install hook timed out after %u s", o->config->ota_hook_timeout);
+        else if (result > 0)
+                snprintf(reason, sizeof(reason), "the install hook failed with exit status %d", result);
+        else
+                snprintf(reason, sizeof(reason), "the install hook could not run: %s", strerror(-result));
+        ota_fail(o, reason);
+}
+
+/* Sets up the hook's environment: the job's data, as strings, never through a shell. */
+static int ota_spawn_hook(Ota *o, const char *verb, const char *image, ProcessDone done, uint64_t timeout_usec)
+{
+        Job *j = ota_job(o);
+        char *env[6] = {};
+        char *argv[] = { o->config->ota_hook, (char *)verb, (char *)image, NULL };
+        ProcessParams params = {
+                .argv = argv,
+                .env = env,
+                .log_prefix = "hook",
+                .log_max = HOOK_LOG_MAX,
+                .timeout_usec = timeout_usec,
+        };
+        int r = -ENOMEM;
+
+        if (asprintf(&env[0], "KRTIOT_JOB_ID=%s", j->id) < 0 ||
+            asprintf(&env[1], "KRTIOT_TARGET_VERSION=%s", j->target) < 0 ||
+            asprintf(&env[2], "KRTIOT_IMAGE=%s", image ? image : "") < 0 ||
+            asprintf(&env[3], "KRTIOT_URL=%s", j->url) < 0 ||
+            asprintf(&env[4], "KRTIOT_STATE_DIR=%s", o->config->state_dir) < 0)
+                goto finish;
+        r = process_spawn(o->event, &params, done, o, &o->hook);
+finish:
+        for (size_t i = 0; i < ELEMENTSOF(env); i++)
+                free(env[i]);
+        return r;
+}
+
+static void ota_install(Ota *o)
+{
+        Job *j = ota_job(o);
+        _cleanup_free_ char *image = job_path(o, j, "img");
+        int r;
+
+        ota_set_phase(o, JOB_INSTALLING);
+        log_info("Installing %s with %s.", j->target, o->config->ota_hook);
+        notify_status("Updating to %s: installing", j->target);
+        ota_progress(o, "INSTALLING", 100, NULL);
+
+        r = image ? ota_spawn_hook(o, "install", image, on_hook_install_done,
+                                   (uint64_t)o->config->ota_hook_timeout * USEC_PER_SEC)
+                  : -ENOMEM;
+        if (r < 0) {
+                char reason[128];
+
+                snprintf(reason, sizeof(reason), "cannot run the install hook %s: %s", o->config->ota_hook,
+                         strerror(-r));
+                ota_fail(o, reason);
+        }
+}
+
+/* ---- download ---- */
+
+static void on_download_progress(Download *d, uint64_t done, uint64_t total, void *userdata)
+{
+        Ota *o = userdata;
+        Job *j = ota_job(o);
+
+        if (total > 0) {
+                unsigned percent = (unsigned)(done * 100 / total);
+
+                notify_status("Updating to %s: downloading %u%% (%.1f of %.1f MiB)", j->target, percent,
+                              done / 1048576.0, total / 1048576.0);
+                if (percent >= o->last_progress + PROGRESS_STEP) {
+                        o->last_progress = percent - percent % PROGRESS_STEP;
+                        ota_progress(o, "DOWNLOADING", percent, NULL);
+                }
+        } else
+                notify_status("Updating to %s: downloading (%.1f MiB)", j->target, done / 1048576.0);
+}
+
+static int replace_string(char **dst, const char *src)
+{
+        char *n = NULL;
+
+        if (src && !(n = strdup(src)))
+                return -ENOMEM;
+        free(*dst);
+        *dst = n;
+        return 0;
+}
+
+static void on_download_checkpoint(Download *d, const DownloadCheckpoint *c, void *userdata)
+{
+        Ota *o = userdata;
+        Job *j = ota_job(o);
+
+        j->offset = c->offset;
+        if (replace_string(&j->etag, c->etag) < 0 || replace_string(&j->last_modified, c->last_modified) < 0)
+                return;
+        (void)ota_save(o);
+}
+
+static void on_download_done(Download *d, int result, const char *reason, void *userdata)
+{
+        Ota *o = userdata;
+        Job *j = ota_job(o);
+        _cleanup_free_ char *part = NULL, *image = NULL;
+        _cleanup_free_ char *sha256 = NULL;
+
+        if (result < 0) {
+                ota_fail(o, reason ? reason : strerror(-result));
+                return;
+        }
+
+        sha256 = download_get_sha256(d) ? strdup(download_get_sha256(d)) : NULL;
+        o->download = download_free(o->download);
+        ota_set_phase(o, JOB_VERIFYING);
+
+        /* Checked by the download (SIZE, MD5, SHA256): only now does the .part become the image. */
+        part = job_path(o, j, "part");
+        image = job_path(o, j, "img");
+        if (!part || !image || rename(part, image) < 0) {
+                ota_fail(o, "cannot rename the downloaded image");
+                return;
+        }
+        log_info("Downloaded %s (SHA-256 %s).", j->url, sha256 ? sha256 : "?");
+        ota_install(o);
+}
+
+static int ensure_download_dir(const Ota *o)
+{
+        if (mkdir(o->config->ota_download_dir, 0700) < 0 && errno != EEXIST)
+                return -errno;
+        return 0;
+}
+
+static void ota_download(Ota *o)
+{
+        Job *j = ota_job(o);
+        _cleanup_free_ char *part = job_path(o, j, "part");
+        const Config *c = o->config;
+        DownloadParams params = {
+                .url = j->url,
+                .part_path = part,
+                .resume_offset = j->offset,
+                .etag = j->etag,
+                .last_modified = j->last_modified,
+                .expected_size = j->size,
+                .expected_md5 = j->md5,
+                .expected_sha256 = j->sha256,
+                .max_image_size = c->ota_max_image_size,
+                .rate_limit = c->ota_rate_limit,
+                .stall_timeout_sec = c->ota_stall_timeout,
+                .connect_timeout_sec = c->ota_connect_timeout,
+                .retries = c->ota_retries,
+                .max_redirects = c->ota_max_redirects,
+                .ca_file = c->ota_ca_file,
+                .user_agent = "krtiotd/" PACKAGE_VERSION,
+        };
+        static const DownloadCallbacks callbacks = {
+                .progress = on_download_progress,
+                .checkpoint = on_download_checkpoint,
+                .done = on_download_done,
+        };
+        int r;
+
+        r = ensure_download_dir(o);
+        if (r < 0) {
+                char reason[256];
+
+                snprintf(reason, sizeof(reason), "cannot create the download directory %s: %s",
+                         c->ota_download_dir, strerror(-r));
+                ota_fail(o, reason);
+                return;
+        }
+        if (!part) {
+                ota_fail(o, "out of memory");
+                return;
+        }
+        if (access(part, F_OK) < 0)
+                j->offset = 0;
+
+        ota_set_phase(o, JOB_DOWNLOADING);
+        o->last_progress = 0;
+        log_info("Downloading %s%s.", j->url, j->offset > 0 ? " (resuming)" : "");
+        notify_status("Updating to %s: downloading", j->target);
+        ota_progress(o, "DOWNLOADING", 0, NULL);
+
+        r = download_new(o->event, &params, &callbacks, o, &o->download);
+        if (r < 0)
+                ota_fail(o, "cannot start the download");
+}
+
+/* ---- commands ---- */
+
+static bool hex_valid(const char *s, size_t len)
+{
+        if (strlen(s) != len)
+                return false;
+        for (; *s; s++)
+                if (!((*s >= '0' && *s <= '9') || (*s >= 'a' && *s <= 'f') || (*s >= 'A' && *s <= 'F')))
+                        return false;
+        return true;
+}
+
+/* Returns NULL when the command is acceptable, else the REASON sent back with FAIL. */
+static const char *ota_validate(const Ota *o, const PlatformMessage *m)
+{
+        if (!m->url || !m->url[0])
+                return "URL missing";
+        if (strncasecmp(m->url, "http://", 7) != 0 && strncasecmp(m->url, "https://", 8) != 0)
+                return "URL must be http:// or https://";
+        for (const char *p = m->url; *p; p++)
+                if ((unsigned char)*p <= ' ' || *p == 0x7f)
+                        return "URL contains spaces or control characters";
+        if (!m->fw_version)
+                return "FW_VERSION missing";
+        if (!protocol_version_valid(m->fw_version))
+                return "FW_VERSION must be 1-64 characters of 0-9A-Za-z._+~-";
+        if (m->md5 && !hex_valid(m->md5, 32))
+                return "MD5 must be 32 hex digits";
+        if (m->sha256 && !hex_valid(m->sha256, 64))
+                return "SHA256 must be 64 hex digits";
+        if (m->has_size && m->size > o->config->ota_max_image_size)
+                return "SIZE is larger than this device accepts (ota.max_image_size)";
+        return NULL;
+}
+
+static int job_from_message(const PlatformMessage *m, Job **ret)
+{
+        Job *j = calloc(1, sizeof(*j));
+        int r;
+
+        if (!j)
+                return -ENOMEM;
+        r = random_id(j->key);
+        if (r >= 0 && (!(j->id = strdup(m->id)) || !(j->url = strdup(m->url)) ||
+                       !(j->target = strdup(m->fw_version)) || (m->md5 && !(j->md5 = strdup(m->md5))) ||
+                       (m->sha256 && !(j->sha256 = strdup(m->sha256)))))
+                r = -ENOMEM;
+        if (r < 0) {
+                job_free(j);
+                return r;
+        }
+        j->size = m->has_size ? m->size : 0;
+        j->phase = JOB_ACCEPTED;
+        *ret = j;
+        return 0;
+}
+
+static void on_accepted_version(Ota *o, const char *running)
+{
+        Job *j = ota_job(o);
+
+        free(j->old_version);
+        j->old_version = running ? strdup(running) : NULL;
+        if (running && strcmp(running, j->target) == 0) {
+                log_info("Command %s asks for %s, which is running already: reporting it.", j->id, j->target);
+                j->phase = JOB_DONE;
+                (void)ota_save(o);
+                o->callbacks.report(o, o->userdata);
+                return;
+        }
+        log_notice("Updating from %s to %s (command %s).", running ? running : VERSION_UNKNOWN, j->target, j->id);
+        ota_download(o);
+}
+
+/* Replaces the current job with a new one from M, and starts it. The receipt is already sent. */
+static void ota_begin(Ota *o, const PlatformMessage *m)
+{
+        Job *old = ota_job(o), *j = NULL;
+        int r;
+
+        r = job_from_message(m, &j);
+        if (r < 0) {
+                log_error_errno(r, "Cannot start command %s: %m", m->id);
+                return;
+        }
+        if (old && ota_active(o)) {
+                log_notice("Command %s replaces the unfinished update to %s (command %s).", m->id, old->target,
+                           old->id);
+                o->download = download_free(o->download);
+                job_unlink(o, old, "part");
+                job_unlink(o, old, "img");
+        }
+        job_free(o->journal->job);
+        o->journal->job = j;
+        (void)ota_save(o);
+        ota_with_running_version(o, on_accepted_version);
+}
+
+static bool ota_seen(const Ota *o, const char *id)
+{
+        Job *j = ota_job(o);
+
+        return journal_is_recent(o->journal, id) || journal_is_failed(o->journal, id) || (j && strcmp(j->id, id) == 0) ||
+               (o->queued.id && strcmp(o->queued.id, id) == 0);
+}
+
+static int message_copy(const PlatformMessage *m, PlatformMessage *ret)
+{
+        *ret = (PlatformMessage){ .cmd = m->cmd, .size = m->size, .has_size = m->has_size };
+        if (!(ret->id = strdup(m->id)) || !(ret->url = strdup(m->url)) ||
+            !(ret->fw_version = strdup(m->fw_version)) || (m->md5 && !(ret->md5 = strdup(m->md5))) ||
+            (m->sha256 && !(ret->sha256 = strdup(m->sha256)))) {
+                platform_message_clear(ret);
+                return -ENOMEM;
+        }
+        return 0;
+}
+
+void ota_command(Ota *o, const PlatformMessage *m)
+{
+        const char *reason;
+        int r;
+
+        if (!o->journal) {
+                ota_publish_receipt(o, m->id, false, "the device cannot take updates now (no job journal)");
+                return;
+        }
+        if (ota_seen(o, m->id)) {
+                /* QoS 1 redelivery, a retained message, the platform re-sending: same answer, no change. */
+                log_info("Command %s was received before; acknowledging it again.", m->id);
+                ota_publish_receipt(o, m->id, true, NULL);
+                if (journal_is_failed(o->journal, m->id))
+                        o->callbacks.report(o, o->userdata);
+                return;
+        }
+
+        reason = ota_validate(o, m);
+        if (reason) {
+                log_warning("Refused command %s: %s.", m->id, reason);
+                ota_publish_receipt(o, m->id, false, reason);
+                return;
+        }
+
+        r = journal_remember_recent(o->journal, m->id, m->fw_version);
+        if (r >= 0)
+                r = ota_save(o);
+        if (r < 0) {
+                char why[160];
+
+                snprintf(why, sizeof(why), "cannot write the job journal: %s", strerror(-r));
+                ota_publish_receipt(o, m->id, false, why);
+                notify_status("Cannot accept updates: cannot write %s/%s (%s)", o->config->state_dir,
+                              JOURNAL_FILE, strerror(-r));
+                return;
+        }
+        ota_publish_receipt(o, m->id, true, NULL);
+
+        if (o->hook) {
+                /* An install is running: it is not interrupted. The newest command waits for it. */
+                log_notice("Command %s waits for the install that is running.", m->id);
+                platform_message_clear(&o->queued);
+                if (message_copy(m, &o->queued) < 0)
+                        log_error("Out of memory: command %s is dropped.", m->id);
+                return;
+        }
+        ota_begin(o, m);
+}
+
+static void ota_run_queued(Ota *o)
+{
+        PlatformMessage m;
+
+        if (!o->queued.id || o->hook)
+                return;
+        m = o->queued;
+        o->queued = (PlatformMessage){};
+        ota_begin(o, &m);
+        platform_message_clear(&m);
+}
+
+/* ---- start-up: continue what the journal holds ---- */
+
+static void on_commit_done(Process *p, int result, const char *output, size_t len, void *userdata)
+{
+        Ota *o = userdata;
+
+        o->hook = process_free(o->hook);
+        if (result != 0) {
+                char reason[128];
+
+                snprintf(reason, sizeof(reason), "'%s commit' failed (result %d)", o->config->ota_hook, result);
+                ota_fail(o, reason);
+                return;
+        }
+        ota_succeed(o);
+}
+
+static void on_rebooted_version(Ota *o, const char *running)
+{
+        Job *j = ota_job(o);
+        int r;
+
+        if (running && strcmp(running, j->target) == 0) {
+                log_info("Running %s after the reboot: committing it.", j->target);
+                r = ota_spawn_hook(o, "commit", NULL, on_commit_done, COMMIT_TIMEOUT_USEC);
+                if (r < 0)
+                        ota_fail(o, "cannot run the hook's commit");
+                return;
+        }
+        /* The new firmware did not come up, and the bootloader went back: a failure, remembered. */
+        {
+                char reason[192];
+
+                snprintf(reason, sizeof(reason), "rolled back: running %s after the reboot, not %s",
+                         running ? running : VERSION_UNKNOWN, j->target);
+                ota_fail(o, reason);
+        }
+}
+
+void ota_start(Ota *o)
+{
+        Job *j;
+        int r;
+
+        r = journal_load(o->config->state_dir, &o->journal);
+        if (r < 0) {
+                if (r == -EBADMSG)
+                        log_warning("%s/%s is corrupt; starting with no OTA job.", o->config->state_dir,
+                                    JOURNAL_FILE);
+                else
+                        log_error_errno(r, "Cannot read %s/%s: %m. Starting with no OTA job.",
+                                        o->config->state_dir, JOURNAL_FILE);
+                o->journal = calloc(1, sizeof(Journal));
+                if (!o->journal) {
+                        log_error("Out of memory.");
+                        return;
+                }
+        }
+
+        j = ota_job(o);
+        if (!j || !ota_active(o))
+                return;
+
+        log_info("Continuing the update to %s (command %s), which was %s.", j->target, j->id,
+                 job_phase_to_string(j->phase));
+        switch (j->phase) {
+        case JOB_ACCEPTED:
+                ota_with_running_version(o, on_accepted_version);
+                break;
+        case JOB_DOWNLOADING:
+                ota_download(o);
+                break;
+        case JOB_VERIFYING:
+        case JOB_INSTALLING: {
+                _cleanup_free_ char *image = job_path(o, j, "img");
+
+                if (image && access(image, F_OK) == 0)
+                        ota_install(o); /* installs are idempotent: run the hook again */
+                else if (j->phase == JOB_VERIFYING)
+                        ota_download(o);
+                else
+                        ota_fail(o, "the image was gone after a restart during the install");
+                break;
+        }
+        case JOB_REBOOT_PENDING:
+                ota_with_running_version(o, on_rebooted_version);
+                break;
+        default:
+                break;
+        }
+}
+
+/* ---- lifecycle ---- */
+
+int ota_new(sd_event *event, const Config *config, const OtaCallbacks *callbacks, void *userdata, Ota **ret)
+{
+        Ota *o = calloc(1, sizeof(*o));
+
+        if (!o)
+                return -ENOMEM;
+        o->event = sd_event_ref(event);
+        o->config = config;
+        o->callbacks = *callbacks;
+        o->userdata = userdata;
+        *ret = o;
+        return 0;
+}
+
+void ota_set_config(Ota *o, const Config *config)
+{
+        o->config = config;
+}
+
+Ota *ota_free(Ota *o)
+{
+        if (!o)
+                return NULL;
+        download_free(o->download);
+        process_free(o->hook);
+        process_free(o->version);
+        process_free(o->reboot);
+        platform_message_clear(&o->queued);
+        journal_free(o->journal);
+        sd_event_unref(o->event);
+        free(o);
+        return NULL;
+}

@@ -1,0 +1,38 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * OTA jobs (SPEC 5): CMD 11 validated and receipted at once; the image
+ * downloaded (download.c), handed to the install hook (process.c), the
+ * result reported; every step journaled (journal.c) so that a restart or a
+ * reboot in any phase continues correctly.
+ */
+#pragma once
+
+#include <stdbool.h>
+
+#include <systemd/sd-event.h>
+
+#include "config.h"
+#include "protocol.h"
+
+typedef struct Ota Ota;
+
+typedef struct OtaCallbacks {
+        /* Publish PAYLOAD on ota/post. Returns 0 or -errno (e.g. -ENOTCONN). */
+        int (*publish)(Ota *o, const char *payload, void *userdata);
+        /* Send a version report (CMD 10) now. */
+        void (*report)(Ota *o, void *userdata);
+} OtaCallbacks;
+
+/* CONFIG is borrowed; ota_set_config() replaces it after a reload. */
+int ota_new(sd_event *event, const Config *config, const OtaCallbacks *callbacks, void *userdata, Ota **ret);
+Ota *ota_free(Ota *o);
+void ota_set_config(Ota *o, const Config *config);
+
+/* Loads the journal and continues the job it holds. */
+void ota_start(Ota *o);
+
+/* A decoded CMD 11 from ota/set. */
+void ota_command(Ota *o, const PlatformMessage *m);
+
+/* Whether a job is under way (STATUS= is then OTA's). */
+bool ota_active(const Ota *o);
