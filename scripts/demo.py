@@ -1,0 +1,131 @@
+#!/usr/bin/python3
+"""The product's main job, on this machine, with everything local.
+
+Starts a real mosquitto (dynamic security checks every secret) and the
+simulated KRT platform on 127.0.0.1, an nginx serving a firmware image, and
+krtiotd with conf/demo.conf. Then shows, in order: the device registering
+with the product secret and storing its device secret; logging in with it and
+reporting its versions; an OTA command, its receipt, the download progress,
+the install through the `copy` hook, and the new version reported. Ends by
+itself and stops everything it started.
+
+Run it with scripts/demo (which installs what is missing and builds first).
+"""
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
+
+# tests/integration/daemon.py loads tests/platform/{broker,platform}.py under names that do not
+# shadow the standard library's platform module.
+from daemon import broker_module, platform_module  # noqa: E402
+from nginx import Nginx  # noqa: E402
+
+Broker = broker_module.Broker
+Platform = platform_module.Platform
+
+BUILD = os.environ.get("KRTIOT_BUILD_DIR", os.path.join(ROOT, "build"))
+KRTIOTD = os.path.join(BUILD, "src", "krtiotd")
+PRODUCT, PRODUCT_SECRET, DEVICE = "DemoProduct", "demo-product-secret", "demo-device-0001"
+
+
+def say(text):
+    print("\n### " + text, flush=True)
+
+
+def main():
+    tmp = tempfile.mkdtemp(prefix="krtiot-demo-")
+    procs = []
+    broker = platform = nginx = None
+    try:
+        say("Starting a local mosquitto broker with dynamic security (127.0.0.1)")
+        broker = Broker(tmp)
+        print("broker on port %d" % broker.port)
+
+        say("Starting the simulated KRT platform; dynamic registration is on for %s" % PRODUCT)
+        platform = Platform("127.0.0.1", broker.port, broker.admin_user, broker.admin_password,
+                            echo=lambda line: print("  platform: " + line, flush=True))
+        platform.enable_registration(PRODUCT, PRODUCT_SECRET, devices=[DEVICE])
+
+        www = os.path.join(tmp, "www")
+        os.makedirs(www)
+        image = os.urandom(8 * 1024 * 1024)
+        with open(os.path.join(www, "firmware-2.0.1.img"), "wb") as f:
+            f.write(image)
+        nginx = Nginx(www, limit_rate="2m")
+        nginx.start()
+        print("nginx serving an 8 MiB image at %s (rate-limited to 2 MB/s to show progress)"
+              % nginx.url("firmware-2.0.1.img"))
+
+        state = os.path.join(tmp, "state")
+        os.makedirs(state, mode=0o700)
+        with open(os.path.join(tmp, "fw_version"), "w") as f:
+            f.write("2.0.0\n")
+        with open(os.path.join(tmp, "copy.conf"), "w") as f:
+            f.write("COPY_SLOT=%s/slot.img\nCOPY_VERSION_FILE=%s/fw_version\n" % (tmp, tmp))
+        hook = os.path.join(tmp, "hook")
+        with open(hook, "w") as f:
+            f.write("#!/bin/sh\nKRTIOT_HOOK_CONFIG=%s/copy.conf exec %s/src/hooks/copy \"$@\"\n" % (tmp, ROOT))
+        os.chmod(hook, 0o755)
+        with open(os.path.join(ROOT, "conf", "demo.conf")) as f:
+            conf = f.read()
+        for k, v in {"@PORT@": str(broker.port), "@TMP@": tmp, "@PRODUCT@": PRODUCT,
+                     "@SECRET@": PRODUCT_SECRET, "@DEVICE@": DEVICE}.items():
+            conf = conf.replace(k, v)
+        conf_path = os.path.join(tmp, "krtiot.conf")
+        with open(conf_path, "w") as f:
+            f.write(conf)
+
+        say("krtiotd --check-config")
+        subprocess.run([KRTIOTD, "-c", conf_path, "--check-config"], check=True)
+
+        say("Starting krtiotd: no device secret yet, so it registers with the product secret")
+        daemon = subprocess.Popen([KRTIOTD, "-c", conf_path], stderr=subprocess.STDOUT)
+        procs.append(daemon)
+
+        platform.wait_for_report(DEVICE, fw_version="2.0.0", timeout=30)
+        cred = os.path.join(state, "credentials.json")
+        print("  demo: %s exists, mode %o; the device logged in with its own secret and reported 2.0.0"
+              % (cred, os.stat(cred).st_mode & 0o777))
+
+        say("The platform sends an OTA command: upgrade to 2.0.1")
+        mark = platform.mark()
+        job = platform.send_ota(PRODUCT, DEVICE, nginx.url("firmware-2.0.1.img"), "2.0.1",
+                                sha256=hashlib.sha256(image).hexdigest(), size=len(image))
+        platform.wait_for_receipt(DEVICE, job, since=mark, timeout=15)
+        platform.wait_for_report(DEVICE, fw_version="2.0.1", since=mark, timeout=60)
+        with open(os.path.join(tmp, "slot.img"), "rb") as f:
+            assert f.read() == image, "slot does not hold the image"
+        print("  demo: the slot holds the exact image; the device reported 2.0.1: the platform counts "
+              "the upgrade a success")
+
+        say("Stopping krtiotd (SIGTERM)")
+        daemon.send_signal(signal.SIGTERM)
+        rc = daemon.wait(timeout=10)
+        procs.remove(daemon)
+        print("  demo: krtiotd exited with status %d" % rc)
+
+        say("Shown: registration (secret stored before the receipt), version reports, and a whole "
+            "OTA (receipt, download with progress, install, new version reported).")
+        return 0 if rc == 0 else 1
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+        if platform:
+            platform.close()
+        if nginx:
+            nginx.stop()
+        if broker:
+            broker.stop()
+        subprocess.run(["rm", "-rf", tmp])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
