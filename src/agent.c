@@ -186,6 +186,10 @@ static void agent_report(Agent *a)
         int r;
 
         agent_arm_report_timer(a);
+        if (ota_holds_reports(a->ota)) {
+                log_debug("Version report held until the update's commit is decided.");
+                return;
+        }
 
         if (a->config->fw_version_from_hook) {
                 if (a->version_query) {
@@ -300,6 +304,7 @@ static void on_connected(MqttSession *s, void *userdata)
         if (r < 0)
                 log_warning_errno(r, "Cannot subscribe to %s: %m", a->topics[TOPIC_OTA_SET]);
         agent_report(a);
+        ota_connected(a->ota);
 }
 
 static void on_disconnected(MqttSession *s, MqttEnd end, uint64_t retry_usec, void *userdata)

@@ -1178,6 +1178,38 @@ static void loader_resolve(Loader *l)
         loader_default_download_dir(l);
 }
 
+/* The line (1-based) of the first @include directive outside strings and comments, or 0. */
+static int config_find_include(const char *text)
+{
+        int line = 1;
+        char quote = 0;
+
+        for (const char *p = text; *p; p++) {
+                if (*p == '\n')
+                        line++;
+                if (quote) {
+                        if (*p == '\\' && p[1])
+                                p++;
+                        else if (*p == quote)
+                                quote = 0;
+                } else if (*p == '"')
+                        quote = *p;
+                else if (*p == '#' || (*p == '/' && p[1] == '/'))
+                        p += strcspn(p, "\n") - 1;
+                else if (*p == '/' && p[1] == '*') {
+                        const char *end = strstr(p + 2, "*/");
+
+                        for (const char *q = p; q < (end ? end : p + strlen(p)); q++)
+                                line += *q == '\n';
+                        if (!end)
+                                break;
+                        p = end + 1;
+                } else if (strncmp(p, "@include", 8) == 0)
+                        return line;
+        }
+        return 0;
+}
+
 int config_load(const char *path, FILE *errors, Config **ret)
 {
         _cleanup_(loader_done) Loader l = { .path = path };
@@ -1191,6 +1223,17 @@ int config_load(const char *path, FILE *errors, Config **ret)
         if (r < 0) {
                 config_report_read_error(path, r, errors);
                 return r == -EBADMSG ? -EINVAL : r;
+        }
+
+        /* libconfig's @include reads any path it is given and exit()s on some (a directory): not
+         * supported, so that one file is the whole configuration and a SIGHUP can never kill us. */
+        r = config_find_include(text);
+        if (r > 0) {
+                if (errors) {
+                        fprintf(errors, "%s:%d: @include: not supported: put everything in this file\n", path, r);
+                        fflush(errors);
+                }
+                return -EINVAL;
         }
 
         config_init(&l.cfg);

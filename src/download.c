@@ -46,7 +46,7 @@
 /* Longer validators are ignored: they only exist to be echoed back in If-Range. */
 #define VALIDATOR_MAX 256
 #define REASON_MAX 256
-/* An attempt that got this far renews the retry budget; a server dripping a few bytes per attempt does not. */
+/* An attempt that got this far renews the retry budget (a server dripping a few bytes per try does not). */
 #define RETRY_RENEW_BYTES ((uint64_t)1024 * 1024)
 
 #define DEFAULT_STALL_TIMEOUT_SEC 60U
@@ -398,7 +398,8 @@ static int download_translate(Download *d, CURLcode code, char *reason, size_t s
                 (void)snprintf(reason, size, "connection lost");
                 return -ECONNRESET;
         default:
-                (void)snprintf(reason, size, "libcurl: %.200s", d->errbuf[0] ? d->errbuf : curl_easy_strerror(code));
+                (void)snprintf(reason, size, "libcurl: %.200s",
+                               d->errbuf[0] ? d->errbuf : curl_easy_strerror(code));
                 return -EIO;
         }
 }
@@ -510,7 +511,8 @@ static int download_check_space(Download *d, uint64_t size, char *reason, size_t
         need = size - d->offset;
         avail = (uint64_t)sv.f_bavail * sv.f_frsize;
         if (need > avail || avail - need < FREE_SPACE_MARGIN) {
-                (void)snprintf(reason, reason_size, "no space left: need %" PRIu64 ", have %" PRIu64, need, avail);
+                (void)snprintf(reason, reason_size, "no space left: need %" PRIu64 ", have %" PRIu64, need,
+                               avail);
                 return -ENOSPC;
         }
         return 0;
@@ -541,8 +543,9 @@ static void download_complete(Download *d)
         d->have_sha256 = true;
 
         if (d->expected_size > 0 && d->offset != d->expected_size) {
-                (void)snprintf(reason, sizeof(reason), "SIZE mismatch: got %" PRIu64 " bytes, expected %" PRIu64,
-                               d->offset, d->expected_size);
+                (void)snprintf(reason, sizeof(reason),
+                               "SIZE mismatch: got %" PRIu64 " bytes, expected %" PRIu64, d->offset,
+                               d->expected_size);
                 mismatch = reason;
         } else if (d->expected_sha256 && strcasecmp(d->sha256_hex, d->expected_sha256) != 0)
                 mismatch = "SHA-256 mismatch";
@@ -584,7 +587,7 @@ static void download_response_reset(DownloadResponse *r)
         };
 }
 
-/* Parses a decimal number at the start of P (at most LEN bytes); returns the bytes used, 0 if none or overflow. */
+/* Parses the decimal number starting P (LEN bytes at most); returns the bytes used, 0 if none or too big. */
 static size_t parse_u64(const char *p, size_t len, uint64_t *ret)
 {
         uint64_t v = 0;
@@ -691,7 +694,8 @@ static int download_accept(Download *d)
         free(d->etag);
         free(d->last_modified);
         d->etag = validator_usable(resp->etag, true) ? TAKE_PTR(resp->etag) : NULL;
-        d->last_modified = validator_usable(resp->last_modified, false) ? TAKE_PTR(resp->last_modified) : NULL;
+        d->last_modified =
+                validator_usable(resp->last_modified, false) ? TAKE_PTR(resp->last_modified) : NULL;
         d->checkpoint_pending = true;
 
         if (d->total > 0) {
@@ -703,7 +707,8 @@ static int download_accept(Download *d)
                 }
                 if (d->max_image_size > 0 && d->total > d->max_image_size) {
                         download_set_abort(d, -EFBIG, false,
-                                           "image larger than max_image_size (%" PRIu64 " > %" PRIu64 " bytes)",
+                                           "image larger than max_image_size (%" PRIu64 " > %" PRIu64
+                                           " bytes)",
                                            d->total, d->max_image_size);
                         return -1;
                 }
@@ -818,7 +823,8 @@ static int download_pause(Download *d, uint64_t delay)
                 if (r >= 0)
                         r = sd_event_source_set_enabled(d->rate_timer, SD_EVENT_ONESHOT);
         } else {
-                r = sd_event_add_time(d->event, &d->rate_timer, CLOCK_MONOTONIC, usec, 1, download_on_rate_timer, d);
+                r = sd_event_add_time(d->event, &d->rate_timer, CLOCK_MONOTONIC, usec, 1,
+                                      download_on_rate_timer, d);
                 if (r >= 0)
                         (void)sd_event_source_set_description(d->rate_timer, "download-rate");
         }
@@ -905,11 +911,11 @@ static CURLcode download_setup_easy(Download *d, CURL *c)
         const char *validator = download_validator(d);
         CURLcode code;
 
-#define SETOPT(opt, val)                                                                                     \
-        do {                                                                                                 \
-                code = curl_easy_setopt(c, opt, val);                                                        \
-                if (code != CURLE_OK)                                                                        \
-                        return code;                                                                         \
+#define SETOPT(opt, val)                                                                                    \
+        do {                                                                                                \
+                code = curl_easy_setopt(c, opt, val);                                                       \
+                if (code != CURLE_OK)                                                                       \
+                        return code;                                                                        \
         } while (0)
 
         SETOPT(CURLOPT_URL, d->url);
@@ -930,8 +936,9 @@ static CURLcode download_setup_easy(Download *d, CURL *c)
         SETOPT(CURLOPT_HTTP_CONTENT_DECODING, 0L);
         /* Small chunks when rate-limited, so that each pause stays short. */
         SETOPT(CURLOPT_BUFFERSIZE,
-               d->rate_limit > 0 ? (long)MAX(MIN(d->rate_limit / 8, (uint64_t)RECV_BUFFER_SIZE), (uint64_t)1024)
-                                 : RECV_BUFFER_SIZE);
+               d->rate_limit > 0
+                       ? (long)MAX(MIN(d->rate_limit / 8, (uint64_t)RECV_BUFFER_SIZE), (uint64_t)1024)
+                       : RECV_BUFFER_SIZE);
         SETOPT(CURLOPT_CONNECTTIMEOUT, (long)d->connect_timeout_sec);
         /* Kept as a backstop; it also makes libcurl call download_on_xferinfo() every second. */
         SETOPT(CURLOPT_LOW_SPEED_LIMIT, 1L);
@@ -1070,8 +1077,8 @@ static void download_on_transfer_done(Download *d, CURLcode code)
                 return download_failf(d, r, "cannot schedule a retry: %s", strerror(-r));
         (void)sd_event_source_set_description(d->retry_timer, "download-retry");
 
-        log_info("Download attempt %u of %s failed (%s), retrying in %" PRIu64 " ms.", d->attempts, d->url, reason,
-                 delay / USEC_PER_MSEC);
+        log_info("Download attempt %u of %s failed (%s), retrying in %" PRIu64 " ms.", d->attempts, d->url,
+                 reason, delay / USEC_PER_MSEC);
         d->state = DOWNLOAD_WAITING;
         /* Whatever arrived is worth keeping if the daemon stops while we wait. */
         if (d->offset != d->checkpoint_offset)
@@ -1087,9 +1094,9 @@ static void download_emit(Download *d)
                 return;
         (void)sd_event_now(d->event, CLOCK_MONOTONIC, &now);
 
-        if (d->checkpoint_pending ||
-            (d->offset > d->checkpoint_offset && (d->offset - d->checkpoint_offset >= CHECKPOINT_INTERVAL_BYTES ||
-                                                  now >= d->checkpoint_usec + CHECKPOINT_INTERVAL_USEC))) {
+        if (d->checkpoint_pending || (d->offset > d->checkpoint_offset &&
+                                      (d->offset - d->checkpoint_offset >= CHECKPOINT_INTERVAL_BYTES ||
+                                       now >= d->checkpoint_usec + CHECKPOINT_INTERVAL_USEC))) {
                 DownloadCheckpoint c = {
                         .offset = d->offset,
                         .etag = d->etag,
@@ -1109,7 +1116,8 @@ static void download_emit(Download *d)
                 }
         }
 
-        if (d->cb.progress && d->offset != d->progress_offset && now >= d->progress_usec + PROGRESS_INTERVAL_USEC) {
+        if (d->cb.progress && d->offset != d->progress_offset &&
+            now >= d->progress_usec + PROGRESS_INTERVAL_USEC) {
                 d->progress_offset = d->offset;
                 d->progress_usec = now;
                 d->cb.progress(d, d->offset, d->total ?: d->expected_size, d->userdata);
@@ -1219,7 +1227,8 @@ static int download_curl_timer_cb(CURLM *multi, long timeout_ms, void *userdata)
         uint64_t usec = 0;
 
         if (timeout_ms < 0)
-                return d->curl_timer && sd_event_source_set_enabled(d->curl_timer, SD_EVENT_OFF) < 0 ? -1 : 0;
+                return d->curl_timer && sd_event_source_set_enabled(d->curl_timer, SD_EVENT_OFF) < 0 ? -1
+                                                                                                     : 0;
 
         (void)sd_event_now(d->event, CLOCK_MONOTONIC, &usec);
         usec += (uint64_t)timeout_ms * USEC_PER_MSEC;
@@ -1231,7 +1240,8 @@ static int download_curl_timer_cb(CURLM *multi, long timeout_ms, void *userdata)
                 return 0;
         }
         /* Accuracy 1 µs: sd-event's default slack (250 ms) would throttle rate-limited transfers. */
-        if (sd_event_add_time(d->event, &d->curl_timer, CLOCK_MONOTONIC, usec, 1, download_on_curl_timer, d) < 0)
+        if (sd_event_add_time(d->event, &d->curl_timer, CLOCK_MONOTONIC, usec, 1, download_on_curl_timer,
+                              d) < 0)
                 return -1;
         (void)sd_event_source_set_description(d->curl_timer, "download-curl-timer");
         return 0;
@@ -1291,7 +1301,8 @@ static void download_prepare(Download *d)
         if (d->expected_sha256 && !hex_valid(d->expected_sha256, 64))
                 return download_failf(d, -EINVAL, "malformed expected SHA-256");
         if (d->expected_size > 0 && d->max_image_size > 0 && d->expected_size > d->max_image_size)
-                return download_failf(d, -EFBIG, "image larger than max_image_size (%" PRIu64 " > %" PRIu64 " bytes)",
+                return download_failf(d, -EFBIG,
+                                      "image larger than max_image_size (%" PRIu64 " > %" PRIu64 " bytes)",
                                       d->expected_size, d->max_image_size);
 
         r = download_hash_init(d);
@@ -1359,11 +1370,8 @@ static int strdup_or_null(const char *s, char **ret)
         return *ret ? 0 : -ENOMEM;
 }
 
-int download_new(sd_event *event,
-                 const DownloadParams *p,
-                 const DownloadCallbacks *callbacks,
-                 void *userdata,
-                 Download **ret)
+int download_new(sd_event *event, const DownloadParams *p, const DownloadCallbacks *callbacks,
+                 void *userdata, Download **ret)
 {
         _cleanup_(download_freep) Download *d = NULL;
 
@@ -1387,7 +1395,8 @@ int download_new(sd_event *event,
                 return -ENOMEM;
         if (validator_usable(p->etag, true) && strdup_or_null(p->etag, &d->etag) < 0)
                 return -ENOMEM;
-        if (validator_usable(p->last_modified, false) && strdup_or_null(p->last_modified, &d->last_modified) < 0)
+        if (validator_usable(p->last_modified, false) &&
+            strdup_or_null(p->last_modified, &d->last_modified) < 0)
                 return -ENOMEM;
 
         d->resume_offset = p->resume_offset;

@@ -49,23 +49,29 @@ typedef struct DownloadParams {
         const char *expected_md5;    /* 32 hex digits, either case */
         const char *expected_sha256; /* 64 hex digits, either case */
 
-        /* Limits. 0 = none/libcurl's default, except where said. */
-        uint64_t max_image_size;       /* enforced from Content-Length and as bytes arrive */
-        uint64_t rate_limit;           /* bytes per second */
-        unsigned stall_timeout_sec;    /* less than 1 byte/s for this long = stalled; 0 = 60 s */
-        unsigned connect_timeout_sec;  /* 0 = 30 s */
-        unsigned retries;              /* further attempts after transient failures in a row; an
-                                        * attempt that brought 1 MiB or more renews them */
-        unsigned max_redirects;        /* 0 = redirects are refused */
-        uint64_t retry_initial_usec;   /* backoff ceilings (full jitter); 0 = 1 s */
-        uint64_t retry_max_usec;       /* 0 = 60 s */
-        const char *ca_file;           /* NULL = the system's CA store */
-        const char *user_agent;        /* NULL = "krtiot" */
+        /* Limits. 0 = no limit, except where said. */
+        uint64_t max_image_size;      /* enforced from Content-Length and as bytes arrive */
+        uint64_t rate_limit;          /* bytes per second (our token bucket; see download.c) */
+        unsigned stall_timeout_sec;   /* no byte for this long once connected = stalled; 0 = 60 s */
+        unsigned connect_timeout_sec; /* 0 = 30 s */
+        unsigned retries;             /* further attempts after transient failures in a row; an
+                                       * attempt that brought 1 MiB or more renews them */
+        unsigned max_redirects;       /* 0 = redirects are refused */
+        uint64_t retry_initial_usec;  /* backoff ceilings (full jitter); 0 = 1 s */
+        uint64_t retry_max_usec;      /* 0 = 60 s */
+        const char *ca_file;          /* NULL = the system's CA store */
+        const char *user_agent;       /* NULL = "krtiot" */
 } DownloadParams;
 
-/* What the caller persists so that a restarted daemon can resume. */
+/*
+ * What the caller persists so that a restarted daemon can resume. OFFSET
+ * counts bytes that are written and fdatasync()ed, not merely written: a
+ * journal promising bytes that a power cut then lost would make the resume
+ * append after a hole, and without an expected hash nothing would notice.
+ * (The cost is one fdatasync() per checkpoint, every 5 s or 32 MiB.)
+ */
 typedef struct DownloadCheckpoint {
-        uint64_t offset;           /* this many bytes of the .part file are written and fdatasync()ed */
+        uint64_t offset;           /* this many bytes of the .part file survive a crash */
         const char *etag;          /* NULL when the server sent none (or a weak one) */
         const char *last_modified; /* NULL when the server sent none */
 } DownloadCheckpoint;
@@ -75,10 +81,11 @@ typedef struct DownloadCallbacks {
         void (*progress)(Download *d, uint64_t done, uint64_t total, void *userdata);
 
         /*
-         * When the response headers have been accepted (OFFSET is then where
-         * this response continues: 0 after the server sent the whole file
-         * anew), then at most every 5 s or 32 MiB, and before waiting to
-         * retry. Pointers are valid during the call only.
+         * Soon after each response's headers are accepted (carrying its
+         * validators; when the server sent the whole file anew, the piece
+         * we had is gone and OFFSET starts again from 0), then at most
+         * every 5 s or 32 MiB, and before waiting to retry. Pointers are
+         * valid during the call only.
          */
         void (*checkpoint)(Download *d, const DownloadCheckpoint *c, void *userdata);
 
@@ -87,11 +94,18 @@ typedef struct DownloadCallbacks {
          * fsync()ed, otherwise -errno, and REASON (NULL on success) says why
          * in a few words, e.g. "HTTP 404", "SHA-256 mismatch", "download
          * stalled", "gave up after 4 attempts: HTTP 503". REASON is valid
-         * during the call only. Main codes: -ENOENT/-EACCES/-EPROTO (HTTP
-         * 4xx), -EREMOTEIO (5xx), -ETIMEDOUT (stall, connect), -ELOOP (too
-         * many redirects), -EPROTONOSUPPORT (forbidden protocol), -EBADMSG
-         * (size or hash mismatch), -EFBIG (max_image_size), -ENOSPC, -EINVAL
-         * (bad parameters, malformed expected hash).
+         * during the call only. Codes: -ENOENT (HTTP 404, 410), -EACCES
+         * (401, 403), -EPROTO (other 4xx, protocol errors), -EREMOTEIO
+         * (5xx), -EBUSY (429), -ETIMEDOUT (408, stall, connect timeout),
+         * -ECONNREFUSED, -ECONNRESET, -EHOSTUNREACH (network), -EPERM (TLS
+         * verification), -ELOOP (too many redirects), -EPROTONOSUPPORT
+         * (redirect to another protocol), -EBADMSG (SIZE or hash mismatch),
+         * -EFBIG (max_image_size), -ENOSPC (no room), -EINVAL (URL not
+         * http/https, malformed expected hash), -EIO (disk, other).
+         * Retried first: network errors, timeouts, stalls, 5xx, 408, 429
+         * (honoring a Retry-After in seconds, up to retry_max_usec); the
+         * rest is final at once. After retries, REASON says "gave up after
+         * N attempts: " and the last attempt's reason.
          */
         void (*done)(Download *d, int result, const char *reason, void *userdata);
 } DownloadCallbacks;
@@ -104,11 +118,8 @@ typedef struct DownloadCallbacks {
  * file is created (0600) or reused; it is never deleted: that is the
  * caller's decision. Returns 0, or -ENOMEM; *ret is untouched on failure.
  */
-int download_new(sd_event *event,
-                 const DownloadParams *params,
-                 const DownloadCallbacks *callbacks,
-                 void *userdata,
-                 Download **ret);
+int download_new(sd_event *event, const DownloadParams *params, const DownloadCallbacks *callbacks,
+                 void *userdata, Download **ret);
 
 /*
  * Cancels the download if it is still running (no callback is invoked

@@ -16,6 +16,7 @@
 #include "util/macro.h"
 
 #define JOURNAL_MAX_STRING 4096
+#define JOURNAL_MAX_NUMBER (INT64_C(1) << 53)
 
 static const char *const phase_names[_JOB_PHASE_MAX] = {
         [JOB_ACCEPTED] = "accepted",
@@ -113,9 +114,11 @@ static int get_u64(struct json_object *o, const char *key, uint64_t *ret)
         }
         if (!json_object_is_type(v, json_type_int))
                 return -EBADMSG;
+        /* json-c clamps numbers beyond INT64_MAX without an error: anything near that is refused, as
+         * no size or offset we write comes close (images are capped at 2^50 bytes). */
         errno = 0;
         i = json_object_get_int64(v);
-        if (i < 0 || errno != 0)
+        if (i < 0 || i > JOURNAL_MAX_NUMBER || errno != 0)
                 return -EBADMSG;
         *ret = (uint64_t)i;
         return 0;

@@ -45,6 +45,7 @@
 #define HOOK_LOG_MAX (256 * 1024)
 #define COMMIT_TIMEOUT_USEC (300 * USEC_PER_SEC)
 #define PROGRESS_STEP 10 /* percent between CMD 12 reports */
+#define OTA_MAX_UNSENT 4 /* CMD 12 kept while offline (a job's outcome at start-up) */
 
 typedef void (*VersionThen)(Ota *o, const char *running);
 
@@ -62,6 +63,9 @@ struct Ota {
         Process *reboot;
         PlatformMessage queued; /* a command that arrived while the hook ran (queued.id set) */
         unsigned last_progress;
+        bool resolving; /* checking, after a restart, how a reboot-pending job ended */
+        char *unsent[OTA_MAX_UNSENT]; /* progress messages made while offline, oldest first */
+        size_t n_unsent;
 };
 
 static void ota_run_queued(Ota *o);
@@ -121,8 +125,34 @@ static void ota_progress(Ota *o, const char *state, unsigned percent, const char
 
         if (!o->config->ota_report_progress || !j)
                 return;
-        if (protocol_progress(j->id, state, percent, reason, &payload) >= 0)
-                (void)o->callbacks.publish(o, payload, o->userdata);
+        if (protocol_progress(j->id, state, percent, reason, &payload) < 0)
+                return;
+        if (o->callbacks.publish(o, payload, o->userdata) == -ENOTCONN &&
+            (strcmp(state, "DONE") == 0 || strcmp(state, "FAILED") == 0 || strcmp(state, "REBOOTING") == 0)) {
+                /* An outcome decided while offline (e.g. at start-up after a reboot) is sent at the next
+                 * connect; intermediate progress is not worth keeping. */
+                if (o->n_unsent == OTA_MAX_UNSENT) {
+                        free(o->unsent[0]);
+                        memmove(o->unsent, o->unsent + 1, (OTA_MAX_UNSENT - 1) * sizeof(char *));
+                        o->n_unsent--;
+                }
+                o->unsent[o->n_unsent++] = TAKE_PTR(payload);
+        }
+}
+
+void ota_connected(Ota *o)
+{
+        size_t sent = 0;
+
+        while (sent < o->n_unsent && o->callbacks.publish(o, o->unsent[sent], o->userdata) >= 0)
+                free(o->unsent[sent++]);
+        memmove(o->unsent, o->unsent + sent, (o->n_unsent - sent) * sizeof(char *));
+        o->n_unsent -= sent;
+}
+
+bool ota_holds_reports(const Ota *o)
+{
+        return o->resolving;
 }
 
 static void ota_set_phase(Ota *o, JobPhase phase)
@@ -137,6 +167,7 @@ static void ota_fail(Ota *o, const char *reason)
         Job *j = ota_job(o);
 
         o->download = download_free(o->download);
+        o->resolving = false;
         log_error("Update to %s (command %s) failed: %s.", j->target, j->id, reason);
         notify_status("Update to %s failed: %s", j->target, reason);
         job_unlink(o, j, "part");
@@ -155,6 +186,7 @@ static void ota_succeed(Ota *o)
 {
         Job *j = ota_job(o);
 
+        o->resolving = false;
         log_notice("Update to %s (command %s) done: the new firmware is running.", j->target, j->id);
         ota_set_phase(o, JOB_DONE);
         ota_progress(o, "DONE", 100, NULL);
@@ -731,6 +763,9 @@ void ota_start(Ota *o)
                 break;
         }
         case JOB_REBOOT_PENDING:
+                /* No version report until this is decided: the platform counts a report of the target as
+                 * success, which it is only once the hook has committed it. */
+                o->resolving = true;
                 ota_with_running_version(o, on_rebooted_version);
                 break;
         default:
@@ -768,6 +803,8 @@ Ota *ota_free(Ota *o)
         process_free(o->version);
         process_free(o->reboot);
         platform_message_clear(&o->queued);
+        for (size_t i = 0; i < o->n_unsent; i++)
+                free(o->unsent[i]);
         journal_free(o->journal);
         sd_event_unref(o->event);
         free(o);

@@ -34,5 +34,11 @@ void ota_start(Ota *o);
 /* A decoded CMD 11 from ota/set. */
 void ota_command(Ota *o, const PlatformMessage *m);
 
+/* The session is up: sends the outcome messages made while offline. */
+void ota_connected(Ota *o);
+
+/* Whether version reports must wait (a job's commit after a reboot is being decided). */
+bool ota_holds_reports(const Ota *o);
+
 /* Whether a job is under way (STATUS= is then OTA's). */
 bool ota_active(const Ota *o);

@@ -1,0 +1,405 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The daemon's core behaviour against a real mosquitto and the simulated
+platform: sessions and version reports (SPEC 2, 3), robustness against
+malformed commands (SPEC 3), systemd notification, signals, configuration
+errors and the command line (SPEC 7, 8), secrets kept out of the log, and
+devices that share a client id (SPEC 2)."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+
+import pytest
+
+from daemon import EX_CONFIG, REPO, Daemon, restart_broker
+
+ID_RE = re.compile(r"[0-9A-Z]{12}")
+OTA_SET = "/sys/P1/D1/thing/ota/set"
+# A command whose target is the running version: acknowledged and answered
+# with a version report, no download (SPEC 5.2). Used as a positive control:
+# its receipt proves the daemon was reading ota/set.
+def control_command(cmd_id="CONTROL00001"):
+    return {"CMD": 11, "ID": cmd_id, "URL": "http://127.0.0.1:9/fw.swu", "FW_VERSION": "2.0.0"}
+
+
+def project_version():
+    with open(os.path.join(REPO, "meson.build")) as f:
+        return re.search(r"version\s*:\s*'([^']+)'", f.read()).group(1)
+
+
+def wait_subscribed(broker, topic, timeout=15, since=0):
+    """Waits for the broker to log a subscription to TOPIC (after offset
+    SINCE); returns its QoS."""
+    pattern = re.compile(r" (\d) " + re.escape(topic) + r"$", re.M)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        m = pattern.search(broker.log_text(), since)
+        if m:
+            return int(m.group(1))
+        time.sleep(0.05)
+    raise AssertionError("nobody subscribed to %s within %ss" % (topic, timeout))
+
+
+def wait_reconnected_and_published(broker, since, timeout=25):
+    """After a broker restart the daemon may reconnect and report before the
+    platform is back (clean sessions: that report is lost to it, SPEC 2), so
+    the broker's own log is the witness: a new session as P1/D1, then a
+    PUBLISH on ota/post. Returns the log text after SINCE."""
+    session = re.compile(r"New client connected from \S+ as P1 \(p\d, c1, k\d+, u'D1'\)")
+    publish = re.compile(r"Received PUBLISH from P1 \(d\d, q1, r0, m\d+, '/sys/P1/D1/thing/ota/post'")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = broker.log_text()[since:]
+        m = session.search(text)
+        if m and publish.search(text, m.end()):
+            return text
+        time.sleep(0.1)
+    raise AssertionError("no new session and version report within %ss; broker log:\n%s"
+                         % (timeout, broker.log_text()[since:][-3000:]))
+
+
+def assert_strict_compact_json(m):
+    assert m.json is not None, "not JSON: %r" % m.payload
+    assert m.payload == json.dumps(m.json, separators=(",", ":"), ensure_ascii=False).encode(), \
+        "not compact JSON: %r" % m.payload
+
+
+def started(krtiotd, platform, **kw):
+    """A daemon that is connected: its first version report has arrived."""
+    d = krtiotd(**kw)
+    first = platform.wait_for_report(d.device_id, timeout=20)
+    return d, first
+
+
+def assert_spacing(a, b, interval, slack=1.5):
+    dt = b.time - a.time
+    assert interval - 0.5 <= dt <= interval + slack, \
+        "reports %.2f s apart, expected about %s s" % (dt, interval)
+
+
+# -- sessions and version reports ------------------------------------------------
+
+@pytest.mark.parametrize("fw_source", ["file", "config"])
+def test_version_report_on_connect(krtiotd, platform, broker, fw_source):
+    config = {}
+    expected_fw = "2.0.0"
+    if fw_source == "config":
+        config = {"device.fw_version_file": None, "device.fw_version": "3.1.4"}
+        expected_fw = "3.1.4"
+    d = krtiotd(config=config)
+    m = platform.wait_for_report("D1", timeout=20)
+
+    assert m.topic == "/sys/P1/D1/thing/ota/post"
+    assert m.qos == 1
+    assert_strict_compact_json(m)
+    assert type(m.json["CMD"]) is int and m.json["CMD"] == 10
+    assert ID_RE.fullmatch(m.json["ID"]), m.json["ID"]
+    assert m.json["HW_VERSION"] == "1.0.0"
+    assert m.json["FW_VERSION"] == expected_fw
+    assert set(m.json) == {"CMD", "ID", "HW_VERSION", "FW_VERSION"}
+    # SPEC 2: client id = product ID, username = device ID; clean session.
+    assert re.search(r"New client connected from 127\.0\.0\.1:\d+ as P1 \(p\d, c1, k30, u'D1'\)",
+                     broker.log_text()), "session parameters not as in SPEC 2"
+    assert wait_subscribed(broker, OTA_SET) == 1
+    assert d.running()
+
+
+def test_periodic_report_after_interval(krtiotd, platform):
+    _d, first = started(krtiotd, platform, config={"report.interval": 2})
+    second = platform.wait_for_report("D1", since=first.seq + 1, timeout=10)
+    third = platform.wait_for_report("D1", since=second.seq + 1, timeout=10)
+    assert_spacing(first, second, 2)
+    assert_spacing(second, third, 2)
+    ids = {first.json["ID"], second.json["ID"], third.json["ID"]}
+    assert len(ids) == 3 and all(ID_RE.fullmatch(i) for i in ids)
+
+
+def test_changed_fw_version_file_is_reported_without_restart(krtiotd, platform):
+    d, first = started(krtiotd, platform, config={"report.interval": 2})
+    assert first.json["FW_VERSION"] == "2.0.0"
+    pid = d.pid
+    d.set_fw_version("2.0.1")
+    m = platform.wait_for_report("D1", fw_version="2.0.1", since=first.seq + 1, timeout=10)
+    assert m.json["HW_VERSION"] == "1.0.0"
+    assert d.running() and d.pid == pid and d.starts == 1
+
+
+def test_broker_restart_reconnects_and_reports(krtiotd, platform, broker):
+    d, first = started(krtiotd, platform)  # report.interval 3600: a new report means a new connect
+    mark = platform.mark()
+    bmark = broker.log_mark()
+    restart_broker(broker, platform, down_seconds=1)
+    wait_reconnected_and_published(broker, bmark)
+    for m in platform.messages("D1", since=mark):  # what the platform caught, if anything
+        assert m.cmd == 10 and m.json["ID"] != first.json["ID"]
+    assert d.running()
+    assert wait_subscribed(broker, OTA_SET, since=bmark) == 1
+    # One restart is not a connection that "keeps being taken over".
+    assert not re.search(r"taken over", d.log_text(), re.I)
+
+
+# -- malformed commands ------------------------------------------------------------
+
+MALFORMED = {
+    "not-json": b"this is not JSON {",
+    "empty": b"",
+    "array": b'[{"CMD":11,"ID":"ARRAY0000001","URL":"http://127.0.0.1:9/x","FW_VERSION":"9.9.9"}]',
+    "string": b'"CMD 11"',
+    "no-id": json.dumps({"CMD": 11, "URL": "http://127.0.0.1:9/x", "FW_VERSION": "9.9.9"}).encode(),
+    "17KiB": json.dumps({"CMD": 11, "ID": "BIG000000001", "URL": "http://127.0.0.1:9/x",
+                         "FW_VERSION": "9.9.9", "PAD": "x" * (17 * 1024)}).encode(),
+    "unknown-cmd-99": json.dumps({"CMD": 99, "ID": "UNKNOWN00001"}).encode(),
+}
+# SPEC 3: these are "dropped with a warning".
+WARNED = {"not-json", "array", "string", "no-id", "17KiB"}
+
+
+@pytest.mark.parametrize("kind", list(MALFORMED))
+def test_malformed_ota_set_is_dropped(krtiotd, platform, broker, kind):
+    d, first = started(krtiotd, platform, config={"report.interval": 2})
+    wait_subscribed(broker, OTA_SET)
+    mark = platform.mark()
+    log_mark = d.log_mark()
+
+    platform.send_raw(OTA_SET, MALFORMED[kind])
+    # The positive control, sent after it on the same topic (so delivered after it).
+    platform.send_raw(OTA_SET, control_command())
+    try:
+        receipt = platform.wait_for_receipt("D1", "CONTROL00001", since=mark, timeout=15)
+    except AssertionError as e:
+        raise AssertionError("positive control failed: a command for the running version "
+                             "(SPEC 5.2) sent after the malformed one got no receipt, so "
+                             "nothing shows the daemon read ota/set.\n%s" % e) from None
+    assert receipt.json["BACK"] == "OK"
+
+    # Still alive, still reporting on its timer.
+    r1 = platform.wait_for_report("D1", since=receipt.seq + 1, timeout=10)
+    platform.wait_for_report("D1", since=r1.seq + 1, timeout=10)
+    assert d.running()
+
+    answers = [m for m in platform.messages("D1", since=mark) if m.cmd != 10]
+    assert [m.json.get("ID") for m in answers] == ["CONTROL00001"], \
+        "the malformed message was answered: %r" % answers
+    if kind in WARNED:
+        assert re.search(r"^<[0-4]>", d.log_text()[log_mark:], re.M), \
+            "no warning logged for the dropped message"
+    assert not os.path.exists(os.path.join(d.dir, "hook.calls")), "the hook was run"
+    assert not os.path.isdir(d.download_dir) or os.listdir(d.download_dir) == []
+
+
+# -- systemd -----------------------------------------------------------------------
+
+def test_notify_ready_and_status(krtiotd, platform, notify_socket):
+    d = krtiotd()
+    notify_socket.wait_for("READY=1", timeout=10, pid=d.pid)
+    notify_socket.wait_for("STATUS=", timeout=10, pid=d.pid)
+    platform.wait_for_report("D1", timeout=20)
+    time.sleep(1)
+    assert notify_socket.count("READY=1") == 1
+    assert all(s.strip() for s in notify_socket.statuses()), notify_socket.statuses()
+    assert notify_socket.count("WATCHDOG=1") == 0, "watchdog pings without WATCHDOG_USEC"
+
+
+def test_ready_while_offline_and_status_says_so(krtiotd, platform, broker, notify_socket):
+    d = krtiotd(start=False)  # provisions D1 while the broker runs
+    broker.stop()
+    d.start()
+    notify_socket.wait_for("READY=1", timeout=10, pid=d.pid)
+    notify_socket.wait_for(re.compile(r"^STATUS=.*\boffline\b", re.I), timeout=15, pid=d.pid)
+    assert d.running()
+    bmark = broker.log_mark()
+    broker.start()
+    wait_reconnected_and_published(broker, bmark)
+
+
+def test_watchdog_pings(krtiotd, notify_socket):
+    d = krtiotd(watchdog_usec=2000000)
+    notify_socket.wait_for("READY=1", timeout=10, pid=d.pid)
+    i, _ = notify_socket.wait_for("WATCHDOG=1", timeout=5, pid=d.pid)
+    time.sleep(4)
+    pings = [l for l in notify_socket.lines(since=i, pid=d.pid) if l == "WATCHDOG=1"]
+    assert len(pings) >= 3, "%d pings in 4 s with a 2 s watchdog" % len(pings)
+
+
+def test_watchdog_for_another_pid_is_not_ours(krtiotd, notify_socket):
+    d = krtiotd(watchdog_usec=2000000, watchdog_pid=1)
+    notify_socket.wait_for("READY=1", timeout=10, pid=d.pid)
+    time.sleep(3)
+    assert notify_socket.count("WATCHDOG=1") == 0
+
+
+def test_sighup_reloads_and_new_interval_takes_effect(krtiotd, platform, notify_socket):
+    d, _first = started(krtiotd, platform)  # report.interval 3600
+    notify_socket.wait_for("READY=1", timeout=10, pid=d.pid)
+    nmark = notify_socket.mark()
+    d.write_config({"report.interval": 2})
+    mark = platform.mark()
+    d.signal(signal.SIGHUP)
+    i, _ = notify_socket.wait_for("RELOADING=1", since=nmark, timeout=10, pid=d.pid)
+    notify_socket.wait_for("READY=1", since=i, timeout=10, pid=d.pid)
+    r1 = platform.wait_for_report("D1", since=mark, timeout=10)
+    r2 = platform.wait_for_report("D1", since=r1.seq + 1, timeout=10)
+    r3 = platform.wait_for_report("D1", since=r2.seq + 1, timeout=10)
+    assert_spacing(r2, r3, 2)
+    assert d.running() and d.starts == 1
+
+
+def test_sighup_with_broken_config_keeps_old_config(krtiotd, platform, notify_socket):
+    d, first = started(krtiotd, platform, config={"report.interval": 2})
+    log_mark = d.log_mark()
+    nmark = notify_socket.mark()
+    # Broken, and with another interval: nothing of it may be applied.
+    d.write_config({"report.interval": 3600, "mqtt.bogus_key": 1})
+    d.signal(signal.SIGHUP)
+    m = d.wait_log(r"^.*bogus_key.*$", since=log_mark, timeout=10, flags=re.M)
+    assert d.conf_path in m.group(0), "the error does not name the file: %r" % m.group(0)
+    assert re.match(r"<[0-3]>", m.group(0)), "not logged as an error: %r" % m.group(0)
+    mark = platform.mark()
+    r1 = platform.wait_for_report("D1", since=mark, timeout=10)
+    r2 = platform.wait_for_report("D1", since=r1.seq + 1, timeout=10)
+    assert_spacing(r1, r2, 2)
+    assert d.running()
+    lines = notify_socket.lines(since=nmark, pid=d.pid)
+    if "RELOADING=1" in lines:
+        assert "READY=1" in lines[lines.index("RELOADING=1"):], \
+            "RELOADING=1 without a READY=1 after it leaves systemd waiting"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_stop_signal_exits_zero(krtiotd, platform, notify_socket, sig):
+    d, _ = started(krtiotd, platform)
+    notify_socket.wait_for("READY=1", timeout=10, pid=d.pid)
+    d.signal(sig)
+    assert d.wait(timeout=10) == 0
+    assert "STOPPING=1" in notify_socket.lines()  # read after exit: the sender PID may be gone
+
+
+# -- configuration and command line -----------------------------------------------
+
+def assert_names_key(text, conf_path, key, line):
+    """SPEC 7: FILE:LINE: KEY: what is wrong (LINE where libconfig knows it)."""
+    m = re.search(re.escape(conf_path) + r"(?::(\d+))?: " + re.escape(key) + r": \S", text)
+    assert m, "no %s:LINE: %s: … in:\n%s" % (conf_path, key, text)
+    if m.group(1) is not None:
+        assert int(m.group(1)) == line, "%s reported on line %s, it is on line %d" % (
+            key, m.group(1), line)
+
+
+def test_bad_config_exits_78_and_names_every_key(krtiotd, broker, notify_socket):
+    d = krtiotd(config={"report.interval": "soon", "mqtt.bogus_key": 1})
+    assert d.wait(timeout=10) == EX_CONFIG, d.log_text()
+    log = d.log_text()
+    assert_names_key(log, d.conf_path, "report.interval", d.config_lines["report.interval"])
+    assert_names_key(log, d.conf_path, "mqtt.bogus_key", d.config_lines["mqtt.bogus_key"])
+    assert notify_socket.count("READY=1") == 0
+    assert "u'D1'" not in broker.log_text(), "connected with a bad config"
+
+
+def test_check_config(krtiotd):
+    d = krtiotd(start=False)
+    good = d.run("--check-config")
+    assert good.returncode == 0, good.stdout + good.stderr
+
+    d.write_config({"report.interval": 0, "registration.bogus": True})
+    bad = d.run("--check-config")
+    assert bad.returncode == EX_CONFIG, bad.stdout + bad.stderr
+    out = bad.stdout + bad.stderr
+    assert_names_key(out, d.conf_path, "report.interval", d.config_lines["report.interval"])
+    assert_names_key(out, d.conf_path, "registration.bogus", d.config_lines["registration.bogus"])
+
+    d.write_config_text("mqtt = { uri = ")  # a syntax error
+    broken = d.run("--check-config")
+    assert broken.returncode == EX_CONFIG
+    assert d.conf_path in broken.stdout + broken.stderr
+
+
+def test_version_and_help(krtiotd_binary):
+    def run(*args):
+        return subprocess.run([krtiotd_binary] + list(args), stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=10)
+
+    v = run("--version")
+    assert v.returncode == 0, v.stderr
+    assert project_version() in v.stdout
+    h = run("--help")
+    assert h.returncode == 0, h.stderr
+    assert "--check-config" in h.stdout and "-c" in h.stdout
+    bad = run("--no-such-option")
+    assert bad.returncode != 0
+
+
+# -- secrets -----------------------------------------------------------------------
+
+def assert_secret_absent(secret, d, notify_socket):
+    assert secret and secret not in d.log_text(), "a secret is in the log"
+    assert not any(secret in t for t in notify_socket.all()), "a secret was sent to systemd"
+
+
+def test_secrets_never_in_log_or_status(krtiotd, platform, broker, notify_socket):
+    d, first = started(krtiotd, platform, config={"report.interval": 2})
+    # Walk through the paths that log most: reconnect, refused login, reload.
+    restart_broker(broker, platform)
+    platform.wait_for_report("D1", since=first.seq + 1, timeout=25)
+    mark = platform.mark()
+    bmark = broker.log_mark()
+    platform.set_password("D1", "not-the-stored-secret")
+    assert broker.wait_log("disconnected, not authorised", since=bmark, timeout=15), \
+        "the daemon did not try again after being kicked"
+    platform.set_password("D1", d.device_secret)
+    platform.wait_for_report("D1", since=mark, timeout=25)
+    d.signal(signal.SIGHUP)
+    notify_socket.wait_for("RELOADING=1", timeout=10, pid=d.pid)
+    assert d.stop() == 0
+
+    assert_secret_absent(d.device_secret, d, notify_socket)
+    assert_secret_absent(d.product_secret, d, notify_socket)
+    # SPEC 4.6: a refused stored secret is not deleted.
+    assert d.read_credentials()["device_secret"] == d.device_secret
+
+
+def test_issued_secret_never_in_log(krtiotd, platform, notify_socket):
+    platform.enable_registration("P1", "product-secret-4b1e", devices=["D1"])
+    d = krtiotd(seed=False, product_secret="product-secret-4b1e", config={"registration.timeout": 5})
+    platform.wait_registration_event("D1", "password-changed", timeout=30)
+    mark = platform.mark()
+    platform.wait_for_report("D1", since=mark, timeout=30)
+    secret = platform.issued_secret("D1")
+    assert d.stop() == 0
+    assert_secret_absent(secret, d, notify_socket)
+    assert_secret_absent("product-secret-4b1e", d, notify_socket)
+    assert os.stat(d.credentials_path).st_mode & 0o777 == 0o600
+    assert d.read_credentials() == {"product_id": "P1", "device_id": "D1", "device_secret": secret}
+
+
+# -- devices sharing a client id ---------------------------------------------------
+
+def _takeover_logged(daemons):
+    return [d for d in daemons if re.search(r"taken over", d.log_text(), re.I)]
+
+
+def test_shared_client_id_takeover_is_logged(krtiotd, platform, broker):
+    d1 = krtiotd(device_id="D1")
+    d2 = krtiotd(device_id="D2")
+    deadline = time.monotonic() + 25
+    while not _takeover_logged([d1, d2]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "already connected, closing old connection" in broker.log_text(), \
+        "the premise failed: the broker never closed a session for a duplicate client id"
+    assert _takeover_logged([d1, d2]), "neither daemon said its connection keeps being taken over"
+    assert d1.running() and d2.running()
+
+
+def test_unique_client_ids_coexist(krtiotd, platform, broker):
+    """The control for the test above: with unique client ids, no takeover."""
+    template = {"mqtt.client_id": "{product_id}-{device_id}"}
+    d1 = krtiotd(device_id="D1", config=template)
+    d2 = krtiotd(device_id="D2", config=template)
+    platform.wait_for_report("D1", timeout=20)
+    platform.wait_for_report("D2", timeout=20)
+    time.sleep(8)
+    assert "already connected" not in broker.log_text()
+    assert not _takeover_logged([d1, d2])
+    assert re.search(r" as P1-D1 ", broker.log_text()) and re.search(r" as P1-D2 ", broker.log_text())

@@ -1,0 +1,654 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The download engine (src/download.c) through krtiot-fetch, against a real
+nginx and the fault-injecting server. Every test checks the bytes on disk or
+the server's own record of the requests, not just the exit status.
+
+The binary: $KRTIOT_BUILD_DIR/tests/tools/krtiot-fetch (default
+/work/main/build). Run: /usr/bin/python3 -m pytest -v -rs tests/integration/test_download.py
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import urllib.request
+
+import pytest
+
+from faultserver import FaultServer
+from nginx import Nginx
+
+BUILD_DIR = os.environ.get("KRTIOT_BUILD_DIR", "/work/main/build")
+FETCH = os.path.join(BUILD_DIR, "tests", "tools", "krtiot-fetch")
+MiB = 1024 * 1024
+
+ENOENT, EACCES, ENOSPC, EINVAL, EFBIG = -2, -13, -28, -22, -27
+ELOOP, EBADMSG, EPROTONOSUPPORT, ETIMEDOUT, EPERM = -40, -74, -93, -110, -1
+
+
+def sha256(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+def md5(data):
+    return hashlib.md5(data).hexdigest()
+
+
+def clean_env():
+    """The tests talk to 127.0.0.1 only: no proxy from the environment may intervene."""
+    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    env["NO_PROXY"] = env["no_proxy"] = "*"
+    return env
+
+
+class Result:
+    def __init__(self, proc_returncode, stdout, stderr, elapsed):
+        self.returncode = proc_returncode
+        self.stderr = stderr
+        self.elapsed = elapsed
+        self.events = [json.loads(line) for line in stdout.splitlines() if line.strip()]
+        ends = [e for e in self.events if e["event"] in ("done", "cancelled")]
+        self.done = ends[-1] if ends else None
+
+    def of(self, kind):
+        return [e for e in self.events if e["event"] == kind]
+
+    def __repr__(self):
+        return "exit %s after %.2fs, last: %s, stderr: %s" % (
+            self.returncode, self.elapsed, self.done, self.stderr[-1500:])
+
+
+def check_sanitizers(stderr):
+    assert "AddressSanitizer" not in stderr and "runtime error:" not in stderr \
+        and "LeakSanitizer" not in stderr, stderr
+
+
+def run_fetch(url, part, *args, timeout=90):
+    start = time.monotonic()
+    proc = subprocess.run([FETCH, *map(str, args), url, str(part)], capture_output=True, text=True,
+                          env=clean_env(), timeout=timeout)
+    res = Result(proc.returncode, proc.stdout, proc.stderr, time.monotonic() - start)
+    check_sanitizers(proc.stderr)
+    assert res.done is not None, res
+    return res
+
+
+def assert_ok(res, data, part):
+    assert res.returncode == 0, res
+    assert res.done["result"] == 0 and res.done["reason"] is None, res
+    assert res.done["sha256"] == sha256(data), res
+    with open(part, "rb") as f:
+        assert f.read() == data
+
+
+def assert_fail(res, error, reason_part):
+    assert res.returncode == 1, res
+    assert res.done["event"] == "done" and res.done["result"] == error, res
+    assert reason_part in res.done["reason"], res
+
+
+def head(url):
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(urllib.request.Request(url, method="HEAD"), timeout=10) as r:
+        return r.headers
+
+
+@pytest.fixture(scope="session", autouse=True)
+def fetch_binary():
+    if not os.access(FETCH, os.X_OK):
+        pytest.skip("krtiot-fetch is not built at %s (set KRTIOT_BUILD_DIR to the build directory)" % FETCH)
+
+
+@pytest.fixture(scope="module")
+def www(tmp_path_factory):
+    d = tmp_path_factory.mktemp("www")
+    os.chmod(d, 0o755)
+    return d
+
+
+def put(www, name, data):
+    with open(os.path.join(www, name), "wb") as f:
+        f.write(data)
+    return data
+
+
+@pytest.fixture(scope="module")
+def image(www):
+    """3 MiB and a bit: several write chunks, several re-hash chunks, odd size."""
+    return put(www, "image.bin", os.urandom(3 * MiB + 17))
+
+
+@pytest.fixture(scope="module")
+def ngx(www, image):
+    with Nginx(www) as n:
+        yield n
+
+
+@pytest.fixture(scope="module")
+def fimg():
+    return os.urandom(2 * MiB + 5)
+
+
+@pytest.fixture(scope="module")
+def fault(fimg):
+    with FaultServer({"img": fimg, "big": os.urandom(12 * MiB)}) as s:
+        yield s
+
+
+@pytest.fixture
+def part(tmp_path):
+    return tmp_path / "job.part"
+
+
+@pytest.fixture
+def key(request):
+    """One faultserver key per test: its request counters and log."""
+    return request.node.name
+
+
+def nginx_requests(ngx, path):
+    return [line for line in ngx.access_log() if ('"GET /%s ' % path) in line]
+
+
+# ---------------------------------------------------------------- nginx: basics
+
+
+def test_full_download_is_verified_and_reports_checkpoint(ngx, image, part):
+    res = run_fetch(ngx.url("image.bin"), part, "--size", len(image), "--sha256", sha256(image).upper(),
+                    "--md5", md5(image))
+    assert_ok(res, image, part)
+    assert res.done["bytes_fetched"] == len(image)
+    cps = res.of("checkpoint")
+    assert cps and all(c["etag"] == head(ngx.url("image.bin"))["ETag"] for c in cps), res
+    offsets = [c["offset"] for c in cps]
+    assert offsets == sorted(offsets) and offsets[-1] <= len(image), res
+    assert all(p["total"] == len(image) for p in res.of("progress")), res
+    assert os.stat(part).st_mode & 0o777 == 0o600
+
+
+def test_sha256_mismatch_fails(ngx, image, part):
+    res = run_fetch(ngx.url("image.bin"), part, "--sha256", sha256(b"other"))
+    assert_fail(res, EBADMSG, "SHA-256 mismatch")
+    assert res.done["sha256"] == sha256(image), "the actual hash is reported for the log"
+
+
+def test_md5_mismatch_fails(ngx, image, part):
+    res = run_fetch(ngx.url("image.bin"), part, "--sha256", sha256(image), "--md5", md5(b"other"))
+    assert_fail(res, EBADMSG, "MD5 mismatch")
+
+
+@pytest.mark.parametrize("delta", [-1, +1])
+def test_size_mismatch_fails_at_headers(ngx, image, part, delta):
+    res = run_fetch(ngx.url("image.bin"), part, "--size", len(image) + delta)
+    assert_fail(res, EBADMSG, "SIZE mismatch: server has %d bytes" % len(image))
+    assert res.done["bytes_fetched"] == 0
+
+
+@pytest.mark.parametrize("opt,value,what", [
+    ("--sha256", "abc", "malformed expected SHA-256"),
+    ("--sha256", "g" * 64, "malformed expected SHA-256"),
+    ("--md5", "0" * 31, "malformed expected MD5"),
+])
+def test_malformed_expected_hash_is_final_without_request(ngx, image, part, opt, value, what):
+    before = len(nginx_requests(ngx, "image.bin"))
+    res = run_fetch(ngx.url("image.bin"), part, opt, value)
+    assert_fail(res, EINVAL, what)
+    assert len(nginx_requests(ngx, "image.bin")) == before
+
+
+@pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://127.0.0.1/x", "gopher://127.0.0.1/"])
+def test_initial_url_must_be_http(part, url):
+    res = run_fetch(url, part)
+    assert_fail(res, EINVAL, "URL is not http:// or https://")
+    assert res.done["bytes_fetched"] == 0
+
+
+def test_404_from_nginx_is_final(ngx, part):
+    res = run_fetch(ngx.url("missing.bin"), part, "--retries", 5, "--retry-delay-ms", 2000)
+    assert_fail(res, ENOENT, "HTTP 404")
+    assert len(nginx_requests(ngx, "missing.bin")) == 1
+
+
+# ---------------------------------------------------------------- nginx: resume
+
+
+def test_resume_from_partial_file_with_etag(ngx, image, part):
+    half = len(image) // 2
+    part.write_bytes(image[:half])
+    etag = head(ngx.url("image.bin"))["ETag"]
+    res = run_fetch(ngx.url("image.bin"), part, "--offset", half, "--etag", etag, "--sha256", sha256(image))
+    assert_ok(res, image, part)
+    assert res.done["bytes_fetched"] == len(image) - half
+    assert '" 206 ' in nginx_requests(ngx, "image.bin")[-1]
+
+
+def test_resume_with_last_modified_only(ngx, image, part):
+    half = len(image) // 3
+    part.write_bytes(image[:half])
+    lm = head(ngx.url("image.bin"))["Last-Modified"]
+    res = run_fetch(ngx.url("image.bin"), part, "--offset", half, "--last-modified", lm)
+    assert_ok(res, image, part)
+    assert res.done["bytes_fetched"] == len(image) - half
+
+
+def test_bytes_past_the_checkpoint_are_dropped(ngx, image, part):
+    half = len(image) // 2
+    part.write_bytes(image[:half] + b"\0" * 100000)  # written after the last checkpoint, garbage
+    etag = head(ngx.url("image.bin"))["ETag"]
+    res = run_fetch(ngx.url("image.bin"), part, "--offset", half, "--etag", etag)
+    assert_ok(res, image, part)
+    assert res.done["bytes_fetched"] == len(image) - half
+
+
+@pytest.mark.parametrize("validator", [[], ["--etag", 'W/"weak"']])
+def test_resume_without_usable_validator_starts_over(ngx, image, part, validator):
+    half = len(image) // 2
+    part.write_bytes(image[:half])
+    res = run_fetch(ngx.url("image.bin"), part, "--offset", half, *validator)
+    assert_ok(res, image, part)
+    assert res.done["bytes_fetched"] == len(image)
+
+
+def test_resume_offset_beyond_file_starts_over(ngx, image, part):
+    part.write_bytes(image[:1000])
+    etag = head(ngx.url("image.bin"))["ETag"]
+    res = run_fetch(ngx.url("image.bin"), part, "--offset", 5000, "--etag", etag)
+    assert_ok(res, image, part)
+    assert res.done["bytes_fetched"] == len(image)
+
+
+def test_changed_file_on_server_is_refetched_whole(ngx, www, part):
+    old = put(www, "changing.bin", os.urandom(MiB + 3))
+    etag = head(ngx.url("changing.bin"))["ETag"]
+    half = len(old) // 2
+    part.write_bytes(old[:half])
+    new = put(www, "changing.bin", os.urandom(MiB + 1000))
+    os.utime(os.path.join(www, "changing.bin"), (time.time() + 10, time.time() + 10))
+    assert head(ngx.url("changing.bin"))["ETag"] != etag
+    res = run_fetch(ngx.url("changing.bin"), part, "--offset", half, "--etag", etag)
+    assert_ok(res, new, part)
+    assert res.done["bytes_fetched"] == len(new)
+    new_etag = head(ngx.url("changing.bin"))["ETag"]
+    assert res.of("checkpoint")[0]["etag"] == new_etag, "the journal must learn the new validator"
+
+
+def test_corrupt_prefix_is_caught_and_refetched_whole_once(ngx, image, part):
+    half = len(image) // 2
+    part.write_bytes(b"\xff" * half)
+    etag = head(ngx.url("image.bin"))["ETag"]
+    res = run_fetch(ngx.url("image.bin"), part, "--offset", half, "--etag", etag, "--sha256", sha256(image))
+    assert_ok(res, image, part)
+    assert res.done["bytes_fetched"] == len(image) - half + len(image)
+    assert "fetching it whole again" in res.stderr
+
+
+def test_complete_part_file_needs_no_body(ngx, image, part):
+    part.write_bytes(image)
+    etag = head(ngx.url("image.bin"))["ETag"]
+    before = len(nginx_requests(ngx, "image.bin"))
+    # SIZE known: verified from disk, no request at all.
+    res = run_fetch(ngx.url("image.bin"), part, "--offset", len(image), "--etag", etag, "--size", len(image),
+                    "--sha256", sha256(image))
+    assert_ok(res, image, part)
+    assert len(nginx_requests(ngx, "image.bin")) == before
+    # SIZE unknown: the server answers 416 */SIZE, which says we have it all.
+    res = run_fetch(ngx.url("image.bin"), part, "--offset", len(image), "--etag", etag, "--sha256", sha256(image))
+    assert_ok(res, image, part)
+    assert res.done["bytes_fetched"] == 0
+    assert '" 416 ' in nginx_requests(ngx, "image.bin")[-1]
+
+
+def test_resume_after_stop_from_own_checkpoint(ngx, www, part):
+    """The daemon's real flow: run, persist the checkpoints, get stopped, start again from the last one."""
+    data = put(www, "slow.bin", os.urandom(8 * MiB))
+    proc = subprocess.Popen([FETCH, "--rate-limit", str(MiB), ngx.url("slow.bin"), str(part)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env())
+    checkpoint = None
+    try:
+        for line in proc.stdout:
+            ev = json.loads(line)
+            # The first checkpoints follow the headers; this one is the periodic one (every 5 s).
+            if ev["event"] == "checkpoint" and ev["offset"] >= 3 * MiB:
+                checkpoint = ev
+                proc.send_signal(signal.SIGTERM)
+                break
+        rest = proc.stdout.read()
+        assert proc.wait(timeout=30) == 2
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    check_sanitizers(proc.stderr.read())
+    proc.stderr.close()
+    proc.stdout.close()
+    assert checkpoint is not None and checkpoint["etag"], rest
+    assert 3 * MiB <= checkpoint["offset"] < len(data)  # a time checkpoint, about 5 s in
+    res = run_fetch(ngx.url("slow.bin"), part, "--offset", checkpoint["offset"], "--etag", checkpoint["etag"],
+                    "--last-modified", checkpoint["last_modified"], "--sha256", sha256(data))
+    assert_ok(res, data, part)
+    assert res.done["bytes_fetched"] == len(data) - checkpoint["offset"]
+
+
+# ---------------------------------------------------------------- nginx: limits
+
+
+def test_rate_limit_is_honored(ngx, www, part):
+    data = put(www, "two.bin", os.urandom(2 * 1000 * 1000))
+    res = run_fetch(ngx.url("two.bin"), part, "--rate-limit", 1000 * 1000)
+    assert_ok(res, data, part)
+    print("2 MB at 1 MB/s took %.2f s" % res.done["elapsed_s"])
+    assert res.done["elapsed_s"] >= 1.5, res
+    assert res.done["elapsed_s"] < 4, res
+    # Progress at most about once a second.
+    assert 1 <= len(res.of("progress")) <= 4, res
+
+
+def test_max_size_from_content_length(ngx, image, part):
+    res = run_fetch(ngx.url("image.bin"), part, "--max-size", MiB)
+    assert_fail(res, EFBIG, "larger than max_image_size")
+    assert res.done["bytes_fetched"] == 0
+    assert os.path.getsize(part) == 0
+
+
+def test_size_beyond_max_size_fails_without_request(ngx, image, part):
+    before = len(nginx_requests(ngx, "image.bin"))
+    res = run_fetch(ngx.url("image.bin"), part, "--max-size", MiB, "--size", len(image))
+    assert_fail(res, EFBIG, "larger than max_image_size")
+    assert len(nginx_requests(ngx, "image.bin")) == before
+
+
+def test_free_space_huge_size_fails_early(ngx, image, part):
+    before = len(nginx_requests(ngx, "image.bin"))
+    res = run_fetch(ngx.url("image.bin"), part, "--size", 1 << 62)
+    assert_fail(res, ENOSPC, "no space left: need %d, have " % (1 << 62))
+    assert len(nginx_requests(ngx, "image.bin")) == before
+    assert res.elapsed < 5
+
+
+@pytest.fixture
+def small_fs():
+    """An 8 MiB tmpfs (needs CAP_SYS_ADMIN)."""
+    d = tempfile.mkdtemp(prefix="krtiot-smallfs-")
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m,mode=0755", "tmpfs", d], capture_output=True,
+                       text=True)
+    if r.returncode != 0:
+        os.rmdir(d)
+        pytest.skip("cannot mount a small tmpfs (%s); the huge --size test covers the early check" %
+                    r.stderr.strip())
+    try:
+        yield d
+    finally:
+        subprocess.run(["umount", d], check=True)
+        os.rmdir(d)
+
+
+def test_free_space_from_size_on_small_fs(ngx, image, small_fs):
+    part = os.path.join(small_fs, "job.part")
+    res = run_fetch(ngx.url("image.bin"), part, "--size", 16 * MiB)
+    assert_fail(res, ENOSPC, "no space left: need %d, have " % (16 * MiB))
+    assert res.done["bytes_fetched"] == 0
+
+
+def test_free_space_from_content_length_on_small_fs(ngx, www, small_fs):
+    put(www, "twelve.bin", os.urandom(12 * MiB))
+    part = os.path.join(small_fs, "job.part")
+    res = run_fetch(ngx.url("twelve.bin"), part)
+    assert_fail(res, ENOSPC, "no space left: need %d, have " % (12 * MiB))
+    assert res.done["bytes_fetched"] == 0
+    assert os.path.getsize(part) == 0
+
+
+def test_disk_full_without_length_is_final(fault, small_fs, key):
+    part = os.path.join(small_fs, "job.part")
+    res = run_fetch(fault.url("big", key=key, no_length=1), part, "--retries", 3)
+    assert_fail(res, ENOSPC, "No space left on device")
+    assert len(fault.requests(key)) == 1
+
+
+# ---------------------------------------------------------------- nginx: TLS
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory, www, image):
+    if not shutil.which("openssl"):
+        pytest.skip("no openssl command to make a test certificate")
+    d = tmp_path_factory.mktemp("tls")
+
+    def cert(name, san):
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                        "-subj", "/CN=krtiot-test", "-addext", "subjectAltName=" + san,
+                        "-keyout", str(d / (name + ".key")), "-out", str(d / (name + ".pem"))],
+                       check=True, capture_output=True)
+        return str(d / (name + ".pem")), str(d / (name + ".key"))
+
+    good, wrong_host = cert("good", "IP:127.0.0.1"), cert("wrong", "DNS:elsewhere.example")
+    with Nginx(www, tls_cert=good[0], tls_key=good[1]) as a, \
+            Nginx(www, tls_cert=wrong_host[0], tls_key=wrong_host[1]) as b:
+        yield {"good": a, "good_ca": good[0], "wrong": b, "wrong_ca": wrong_host[0]}
+
+
+def test_https_with_ca_file(tls, image, part):
+    res = run_fetch(tls["good"].url("image.bin"), part, "--ca-file", tls["good_ca"], "--sha256", sha256(image))
+    assert_ok(res, image, part)
+
+
+def test_https_unknown_issuer_is_refused_at_once(tls, image, part):
+    res = run_fetch(tls["good"].url("image.bin"), part, "--retries", 3, "--retry-delay-ms", 2000)
+    assert_fail(res, EPERM, "TLS verification failed")
+    assert res.done["attempts"] == 1 and res.done["bytes_fetched"] == 0
+
+
+def test_https_wrong_host_is_refused(tls, image, part):
+    res = run_fetch(tls["wrong"].url("image.bin"), part, "--ca-file", tls["wrong_ca"], "--retries", 0)
+    assert_fail(res, EPERM, "TLS verification failed")
+    assert res.done["bytes_fetched"] == 0
+
+
+# ---------------------------------------------------------------- faultserver
+
+
+def ranges(fault, key):
+    return [r["range"] for r in fault.requests(key)]
+
+
+def test_dropped_connections_resume_by_range(fault, fimg, part, key):
+    n = 500000
+    res = run_fetch(fault.url("img", key=key, drop=n, drops=3), part, "--retries", 3, "--retry-delay-ms", 50,
+                    "--sha256", sha256(fimg))
+    assert_ok(res, fimg, part)
+    assert res.done["bytes_fetched"] <= 1.1 * len(fimg)
+    assert ranges(fault, key) == [None, "bytes=%d-" % n, "bytes=%d-" % (2 * n), "bytes=%d-" % (3 * n)]
+    assert all(r["if_range"] == '"img-v0"' for r in fault.requests(key)[1:])
+    # Progress was saved before each wait (and again when each response was accepted).
+    offsets = [c["offset"] for c in res.of("checkpoint")]
+    assert {n, 2 * n, 3 * n} <= set(offsets) and offsets == sorted(offsets), res
+
+
+@pytest.mark.parametrize("status,error", [(404, ENOENT), (410, ENOENT), (403, EACCES), (401, EACCES),
+                                          (400, -71)])
+def test_client_errors_are_final_at_once(fault, part, key, status, error):
+    res = run_fetch(fault.url("img", key=key, status=status), part, "--retries", 5, "--retry-delay-ms", 2000)
+    assert_fail(res, error, "HTTP %d" % status)
+    assert res.done["reason"] == "HTTP %d" % status
+    assert len(fault.requests(key)) == 1
+    assert res.elapsed < 1.5
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 429, 408])
+def test_transient_errors_are_retried_then_given_up(fault, part, key, status):
+    res = run_fetch(fault.url("img", key=key, status=status), part, "--retries", 2, "--retry-delay-ms", 50)
+    assert res.returncode == 1, res
+    assert res.done["reason"] == "gave up after 3 attempts: HTTP %d" % status, res
+    assert len(fault.requests(key)) == 3
+
+
+def test_transient_error_then_success(fault, fimg, part, key):
+    res = run_fetch(fault.url("img", key=key, status=503, status_times=2), part, "--retries", 2,
+                    "--retry-delay-ms", 50)
+    assert_ok(res, fimg, part)
+    assert len(fault.requests(key)) == 3
+
+
+def test_retry_after_is_honored(fault, fimg, part, key):
+    res = run_fetch(fault.url("img", key=key, status=503, status_times=1, retry_after=2), part,
+                    "--retries", 1, "--retry-delay-ms", 10, "--retry-max-ms", 10000)
+    assert_ok(res, fimg, part)
+    assert res.elapsed >= 2
+
+
+def test_connection_refused_is_retried(part):
+    with FaultServer() as s:
+        port = s.port
+    res = run_fetch("http://127.0.0.1:%d/img" % port, part, "--retries", 1, "--retry-delay-ms", 50)
+    assert res.returncode == 1, res
+    assert res.done["reason"] == "gave up after 2 attempts: cannot connect", res
+
+
+def test_redirect_loop_is_too_many_redirects(fault, part, key):
+    res = run_fetch(fault.url("img", key=key, redirect="loop"), part, "--max-redirects", 4)
+    assert_fail(res, ELOOP, "too many redirects")
+    assert len(fault.requests(key)) == 5
+
+
+def test_redirect_is_followed_within_limit(fault, fimg, part, key):
+    assert_ok(run_fetch(fault.url("img", key=key, redirect="once"), part), fimg, part)
+    res = run_fetch(fault.url("img", key=key + "0", redirect="once"), part, "--max-redirects", 0)
+    assert_fail(res, ELOOP, "too many redirects")
+
+
+@pytest.mark.parametrize("target", ["file", "ftp"])
+def test_redirect_to_other_protocol_is_refused(fault, part, key, target):
+    res = run_fetch(fault.url("img", key=key, redirect=target), part, "--retries", 3)
+    assert_fail(res, EPROTONOSUPPORT, "redirect to a forbidden protocol")
+    assert res.done["bytes_fetched"] == 0
+    assert len(fault.requests(key)) == 1
+    assert not os.path.exists(part) or os.path.getsize(part) == 0, "nothing of /etc/passwd may be read"
+
+
+def test_server_ignoring_range_is_refetched_whole(fault, fimg, part, key):
+    half = len(fimg) // 2
+    part.write_bytes(fimg[:half])
+    res = run_fetch(fault.url("img", key=key, ignore_range=1), part, "--offset", half, "--etag", '"img-v0"',
+                    "--sha256", sha256(fimg))
+    assert_ok(res, fimg, part)
+    assert res.done["bytes_fetched"] == len(fimg)
+    assert ranges(fault, key) == ["bytes=%d-" % half]
+
+
+def test_server_ignoring_range_after_drop(fault, fimg, part, key):
+    res = run_fetch(fault.url("img", key=key, ignore_range=1, drop=300000, drops=1), part, "--retry-delay-ms", 50)
+    assert_ok(res, fimg, part)
+    assert res.done["bytes_fetched"] == 300000 + len(fimg)
+
+
+def test_file_changed_between_attempts(fault, fimg, part, key):
+    res = run_fetch(fault.url("img", key=key, change=1, drop=300000, drops=1), part, "--retry-delay-ms", 50)
+    assert_ok(res, fault.image("img", 2), part)
+    reqs = fault.requests(key)
+    assert reqs[1]["if_range"] == '"img-v1"' and reqs[1]["range"] == "bytes=300000-"
+    assert res.done["bytes_fetched"] == 300000 + len(fimg)
+
+
+def test_wrong_content_range_restarts_from_zero(fault, fimg, part, key):
+    res = run_fetch(fault.url("img", key=key, bad_range=1, drop=300000, drops=1), part, "--retry-delay-ms", 50)
+    assert_ok(res, fimg, part)
+    assert ranges(fault, key) == [None, "bytes=300000-", None]
+
+
+def test_wrong_bytes_fail_verification(fault, fimg, part, key):
+    res = run_fetch(fault.url("img", key=key, wrong=1), part, "--sha256", sha256(fimg))
+    assert_fail(res, EBADMSG, "SHA-256 mismatch")
+    res = run_fetch(fault.url("img", key=key, wrong=1), part, "--md5", md5(fimg))
+    assert_fail(res, EBADMSG, "MD5 mismatch")
+
+
+@pytest.mark.parametrize("fault_args", [{"stall": 1000}, {"stall_headers": 1}])
+def test_stall_is_detected_after_stall_timeout(fault, part, key, fault_args):
+    res = run_fetch(fault.url("img", key=key, **fault_args), part, "--stall-timeout", 5, "--retries", 0)
+    assert_fail(res, ETIMEDOUT, "download stalled")
+    assert res.done["reason"] == "download stalled"
+    assert 4.5 <= res.elapsed < 8, res
+
+
+def test_max_size_without_content_length(fault, fimg, part, key):
+    res = run_fetch(fault.url("img", key=key, no_length=1), part, "--max-size", MiB, "--retries", 3)
+    assert_fail(res, EFBIG, "larger than max_image_size (%d bytes)" % MiB)
+    assert res.done["bytes_fetched"] <= MiB
+    assert os.path.getsize(part) <= MiB
+    assert len(fault.requests(key)) == 1
+
+
+def test_size_checked_without_content_length(fault, fimg, part, key):
+    res = run_fetch(fault.url("img", key=key, no_length=1), part, "--size", len(fimg) - 1)
+    assert_fail(res, EBADMSG, "SIZE mismatch: more than %d bytes" % (len(fimg) - 1))
+    res = run_fetch(fault.url("img", key=key, no_length=1), part, "--size", len(fimg) + 1)
+    assert_fail(res, EBADMSG, "SIZE mismatch: got %d bytes" % len(fimg))
+    assert_ok(run_fetch(fault.url("img", key=key, no_length=1), part, "--size", len(fimg)), fimg, part)
+
+
+# ---------------------------------------------------------------- cancellation
+
+
+def test_cancel_from_checkpoint_callback(ngx, image, part):
+    res = run_fetch(ngx.url("image.bin"), part, "--cancel-after", 0, "--rate-limit", MiB)
+    assert res.returncode == 2 and res.done["event"] == "cancelled" and res.done["why"] == "checkpoint", res
+    assert os.path.getsize(part) < len(image)
+
+
+def test_cancel_from_progress_callback_mid_transfer(ngx, image, part):
+    res = run_fetch(ngx.url("image.bin"), part, "--cancel-after", MiB, "--rate-limit", MiB)
+    assert res.returncode == 2 and res.done["why"] == "progress", res
+    assert MiB <= res.done["bytes_fetched"] < len(image)
+    assert res.elapsed < 2.5
+
+
+def test_cancel_while_waiting_to_retry(fault, part, key):
+    proc = subprocess.Popen([FETCH, "--retries", "5", "--retry-delay-ms", "5000", fault.url("img", key=key, status=503),
+                             str(part)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env())
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=10)
+    check_sanitizers(err)
+    assert proc.returncode == 2, (out, err)
+    assert json.loads(out.splitlines()[-1])["event"] == "cancelled"
+
+
+# ---------------------------------------------------------------- memory and speed
+
+
+def test_memory_is_constant_whatever_the_size(ngx, www, tmp_path):
+    tiny = put(www, "tiny.bin", os.urandom(4096))
+    with open(os.path.join(www, "huge.bin"), "wb") as f:
+        for _ in range(200):
+            f.write(os.urandom(MiB))
+    small = run_fetch(ngx.url("tiny.bin"), tmp_path / "tiny.part")
+    assert_ok(small, tiny, tmp_path / "tiny.part")
+    big = run_fetch(ngx.url("huge.bin"), tmp_path / "huge.part", timeout=300)
+    assert big.returncode == 0 and big.done["bytes_fetched"] == 200 * MiB, big
+    with open(os.path.join(www, "huge.bin"), "rb") as f:
+        h = hashlib.sha256()
+        for chunk in iter(lambda: f.read(MiB), b""):
+            h.update(chunk)
+    assert big.done["sha256"] == h.hexdigest()
+    os.unlink(tmp_path / "huge.part")
+
+    growth = big.done["peak_rss_kib"] - small.done["peak_rss_kib"]
+    print("\npeak RSS: tiny %d KiB, 200 MiB %d KiB (growth %d KiB)" % (
+        small.done["peak_rss_kib"], big.done["peak_rss_kib"], growth))
+    print("krtiot-fetch: 200 MiB in %.2f s = %.0f MiB/s (hashing SHA-256, writing to disk)" % (
+        big.done["elapsed_s"], big.done["mib_per_s"]))
+    if shutil.which("curl"):
+        start = time.monotonic()
+        out = subprocess.run("curl -s --noproxy '*' %s | sha256sum" % ngx.url("huge.bin"), shell=True,
+                             capture_output=True, text=True, check=True).stdout
+        secs = time.monotonic() - start
+        assert out.split()[0] == h.hexdigest()
+        print("reference: curl -s URL | sha256sum: %.2f s = %.0f MiB/s" % (secs, 200 / secs))
+    else:
+        print("reference skipped: no curl command")
+    os.unlink(os.path.join(www, "huge.bin"))
+    assert growth < 2048, "peak RSS grew by %d KiB for a 200 MiB image" % growth

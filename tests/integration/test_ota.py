@@ -1,0 +1,475 @@
+# SPDX-License-Identifier: Apache-2.0
+"""OTA end to end (SPEC 5, 6): the real krtiotd against mosquitto, the
+simulated platform, a real nginx serving images, and the shipped `copy` hook
+(through a small wrapper that gives it its config, since the daemon runs
+hooks with a clean environment, and records every call)."""
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import time
+
+import pytest
+
+from daemon import REPO
+from nginx import NGINX, Nginx
+
+COPY_HOOK = os.path.join(REPO, "src", "hooks", "copy")
+OLD = "1.0.0"
+MiB = 1024 * 1024
+
+pytestmark = pytest.mark.skipif(not os.access(NGINX, os.X_OK), reason="nginx is not installed (%s)" % NGINX)
+
+
+# -- helpers ---------------------------------------------------------------------
+
+class Device:
+    """A krtiotd whose hook is the copy hook, with a slot and a version file."""
+
+    def __init__(self, tmp_path, krtiotd, platform, ngx, install_sleep=0, install_exit=None,
+                 reboot=False, config=None, commit_sleep=0):
+        self.platform = platform
+        self.ngx = ngx
+        self.dev = tmp_path / "dev"
+        self.dev.mkdir(exist_ok=True)
+        self.slot = self.dev / "slot.img"
+        self.slot.write_bytes(b"old slot")
+        self.calls = self.dev / "hook.calls"
+        self.d = krtiotd(start=False, fw_version=OLD)
+        self.version_file = self.d.fw_version_path
+        self.copy_conf = self.dev / "copy.conf"
+        self.copy_conf.write_text("COPY_SLOT=%s\nCOPY_VERSION_FILE=%s\nCOPY_REBOOT=%d\n"
+                                  % (self.slot, self.version_file, 1 if reboot else 0))
+        self.hook = self.dev / "hook"
+        lines = ["#!/bin/sh",
+                 'echo "$(date +%%s.%%N) $*" >> %s' % self.calls]
+        if install_sleep:
+            lines.append('[ "$1" = install ] && sleep %s' % install_sleep)
+        if commit_sleep:
+            lines.append('[ "$1" = commit ] && sleep %s' % commit_sleep)
+        if install_exit is not None:
+            lines.append('[ "$1" = install ] && { echo "wrapper: failing on purpose" >&2; exit %d; }'
+                         % install_exit)
+        lines.append('KRTIOT_HOOK_CONFIG=%s exec %s "$@"' % (self.copy_conf, COPY_HOOK))
+        self.hook.write_text("\n".join(lines) + "\n")
+        self.hook.chmod(0o755)
+        cfg = {"ota.hook": str(self.hook), "ota.report_progress": True}
+        cfg.update(config or {})
+        self.d.write_config(cfg)
+        self.download_dir = self.d.download_dir
+        self.journal_path = os.path.join(self.d.state_dir, "ota-journal.json")
+
+    def start(self):
+        mark = self.platform.mark()
+        self.d.start()
+        self.platform.wait_for_report(self.d.device_id, since=mark, timeout=20)
+        return self
+
+    def send(self, url, version, **kw):
+        mark = self.platform.mark()
+        cmd_id = self.platform.send_ota(self.d.product_id, self.d.device_id, url, version, **kw)
+        return cmd_id, mark
+
+    def hook_calls(self):
+        if not self.calls.exists():
+            return []
+        return [line.split(" ", 1)[1] for line in self.calls.read_text().splitlines()]
+
+    def hook_call_times(self, verb):
+        if not self.calls.exists():
+            return []
+        return [float(line.split(" ", 1)[0]) for line in self.calls.read_text().splitlines()
+                if line.split(" ")[1] == verb]
+
+    def journal(self):
+        try:
+            with open(self.journal_path) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return None
+
+    def job(self):
+        j = self.journal()
+        return (j or {}).get("job") or {}
+
+    def wait_job(self, pred, timeout=20, what="job state"):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            j = self.job()
+            if j and pred(j):
+                return j
+            time.sleep(0.05)
+        raise AssertionError("journal never showed %s; last: %r" % (what, self.journal()))
+
+    def files(self):
+        try:
+            return sorted(os.listdir(self.download_dir))
+        except FileNotFoundError:
+            return []
+
+    def progress(self, job_id, since=0):
+        return [m.get("STATE") for m in self.platform.messages(self.d.device_id, cmd=12, since=since)
+                if m.get("ID") == job_id]
+
+    def wait_state(self, job_id, state, since=0, timeout=30):
+        return self.platform.wait_for_progress(self.d.device_id, job_id, state, since=since, timeout=timeout)
+
+
+def gets(ngx, name=None):
+    return [l for l in ngx.access_log() if '"GET ' in l and (name is None or "/" + name + " " in l)]
+
+
+def log_status_bytes(line):
+    m = re.search(r'" (\d{3}) (\d+) ', line)
+    return int(m.group(1)), int(m.group(2))
+
+
+def wait_until(pred, timeout=10, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting for " + what)
+
+
+@pytest.fixture
+def www(tmp_path):
+    d = tmp_path / "www"
+    d.mkdir()
+    return d
+
+
+def image(www, name, size):
+    data = os.urandom(size)
+    (www / name).write_bytes(data)
+    return data
+
+
+@pytest.fixture
+def nginx(www):
+    ngx = Nginx(www)
+    ngx.start()
+    yield ngx
+    ngx.cleanup()
+
+
+@pytest.fixture
+def slow_nginx(www):
+    ngx = Nginx(www, limit_rate="512k")
+    ngx.start()
+    yield ngx
+    ngx.cleanup()
+
+
+@pytest.fixture
+def device(tmp_path, krtiotd, platform):
+    made = []
+
+    def make(ngx, **kw):
+        dv = Device(tmp_path, krtiotd, platform, ngx, **kw)
+        made.append(dv)
+        return dv
+    yield make
+
+
+# -- 1 ---------------------------------------------------------------------------
+
+def test_full_ota_with_copy_hook(device, nginx, www, platform):
+    data = image(www, "fw.img", 3 * MiB)
+    dv = device(nginx).start()
+    cmd_id, mark = dv.send(nginx.url("fw.img"), "2.0.1", size=len(data),
+                           sha256=hashlib.sha256(data).hexdigest())
+    receipt = platform.wait_for_receipt("D1", cmd_id, since=mark)
+    assert receipt.get("BACK") == "OK"
+    done = dv.wait_state(cmd_id, "DONE", since=mark)
+    report = platform.wait_for_report("D1", "2.0.1", since=mark)
+    first_progress = platform.messages("D1", cmd=12, since=mark)[0]
+    assert receipt.seq < first_progress.seq < done.seq, "the receipt must come before any download"
+    assert receipt.seq < report.seq
+    assert dv.slot.read_bytes() == data
+    states = dv.progress(cmd_id, since=mark)
+    assert states[0] == "DOWNLOADING" and states[-1] == "DONE", states
+    assert "INSTALLING" in states and "FAILED" not in states, states
+    assert len(gets(nginx, "fw.img")) == 1
+    wait_until(lambda: dv.files() == [], 5, "the image and .part to be deleted (%r)" % dv.files())
+    assert dv.job().get("phase") == "done"
+    assert [c.split()[0] for c in dv.hook_calls()].count("install") == 1
+
+
+# -- 2 ---------------------------------------------------------------------------
+
+BAD = [
+    ("ftp", "ftp://127.0.0.1/fw.img", "2.0.1", None),
+    ("file", "file:///etc/passwd", "2.0.1", None),
+    ("version-space", "{url}", "1.0 beta", None),
+    ("version-65", "{url}", "1" * 65, None),
+    ("version-dotdot", "{url}", "../x", None),
+    ("sha256-short", "{url}", "2.0.1", "ab" * 31),
+    ("sha256-long", "{url}", "2.0.1", "ab" * 33),
+]
+
+
+def test_bad_commands_are_refused_without_download(device, nginx, www, platform):
+    image(www, "fw.img", 64 * 1024)
+    dv = device(nginx).start()
+    mark = platform.mark()
+    ids = []
+    for name, url, version, sha in BAD:
+        cmd_id, _ = dv.send(url.format(url=nginx.url("fw.img")), version, sha256=sha)
+        ids.append((name, cmd_id))
+    for name, cmd_id in ids:
+        r = platform.wait_for_receipt("D1", cmd_id, since=mark)
+        assert r.get("BACK") == "FAIL", (name, r)
+        assert r.get("REASON"), (name, r)
+    time.sleep(1.5)
+    others = [m for m in platform.messages("D1", since=mark)
+              if not (m.cmd == 11 and m.get("BACK") == "FAIL")]
+    assert others == [], others
+    assert nginx.access_log() == []
+    assert dv.hook_calls() == []
+    assert dv.files() == []
+
+
+# -- 3 ---------------------------------------------------------------------------
+
+def test_same_id_after_done_is_receipted_again_without_download(device, nginx, www, platform):
+    data = image(www, "fw.img", 1 * MiB)
+    dv = device(nginx).start()
+    cmd_id, mark = dv.send(nginx.url("fw.img"), "2.0.1")
+    dv.wait_state(cmd_id, "DONE", since=mark)
+    platform.wait_for_report("D1", "2.0.1", since=mark)
+    time.sleep(0.5)
+    mark2 = platform.mark()
+    dv.send(nginx.url("fw.img"), "2.0.1", id=cmd_id)
+    r = platform.wait_for_receipt("D1", cmd_id, since=mark2)
+    assert r.get("BACK") == "OK"
+    time.sleep(1.5)
+    assert [m for m in platform.messages("D1", since=mark2) if m.seq != r.seq] == []
+    assert len(gets(nginx)) == 1
+    assert dv.slot.read_bytes() == data
+    assert [c.split()[0] for c in dv.hook_calls()].count("install") == 1
+
+
+# -- 4 ---------------------------------------------------------------------------
+
+def test_target_equal_to_running_is_receipted_and_reported(device, nginx, www, platform):
+    image(www, "fw.img", 64 * 1024)
+    dv = device(nginx).start()
+    cmd_id, mark = dv.send(nginx.url("fw.img"), OLD)
+    r = platform.wait_for_receipt("D1", cmd_id, since=mark)
+    assert r.get("BACK") == "OK"
+    rep = platform.wait_for_report("D1", OLD, since=mark)
+    assert rep.seq > r.seq
+    time.sleep(1)
+    assert nginx.access_log() == []
+    assert dv.hook_calls() == []
+    assert dv.slot.read_bytes() == b"old slot"
+
+
+# -- 5 ---------------------------------------------------------------------------
+
+def test_sha256_mismatch_fails_and_is_not_retried(device, nginx, www, platform):
+    data = image(www, "fw.img", 2 * MiB)
+    dv = device(nginx).start()
+    bad_sha = hashlib.sha256(b"something else").hexdigest()
+    cmd_id, mark = dv.send(nginx.url("fw.img"), "2.0.1", sha256=bad_sha)
+    assert platform.wait_for_receipt("D1", cmd_id, since=mark).get("BACK") == "OK"
+    failed = dv.wait_state(cmd_id, "FAILED", since=mark)
+    assert failed.get("REASON"), failed
+    platform.wait_for_report("D1", OLD, since=mark)
+    assert dv.hook_calls() == []
+    assert dv.slot.read_bytes() == b"old slot"
+    wait_until(lambda: dv.files() == [], 5, "the .part to be deleted (%r)" % dv.files())
+    assert dv.job().get("phase") == "failed"
+    n_gets = len(gets(nginx))
+    assert n_gets >= 1
+
+    # the same command again: receipted, nothing retried (loop guard)
+    mark2 = platform.mark()
+    dv.send(nginx.url("fw.img"), "2.0.1", id=cmd_id, sha256=bad_sha)
+    assert platform.wait_for_receipt("D1", cmd_id, since=mark2).get("BACK") == "OK"
+    time.sleep(2)
+    assert len(gets(nginx)) == n_gets
+    assert dv.progress(cmd_id, since=mark2) == []
+    assert dv.hook_calls() == []
+
+    # a new command with the right checksum works
+    id2, mark3 = dv.send(nginx.url("fw.img"), "2.0.1", sha256=hashlib.sha256(data).hexdigest())
+    dv.wait_state(id2, "DONE", since=mark3)
+    platform.wait_for_report("D1", "2.0.1", since=mark3)
+    assert dv.slot.read_bytes() == data
+
+
+# -- 6 ---------------------------------------------------------------------------
+
+def test_hook_failure_fails_the_job(device, nginx, www, platform):
+    image(www, "fw.img", 1 * MiB)
+    dv = device(nginx, install_exit=3).start()
+    cmd_id, mark = dv.send(nginx.url("fw.img"), "2.0.1")
+    failed = dv.wait_state(cmd_id, "FAILED", since=mark)
+    assert "3" in failed.get("REASON", ""), failed
+    platform.wait_for_report("D1", OLD, since=mark)
+    assert [c.split()[0] for c in dv.hook_calls()] == ["install"]
+    wait_until(lambda: dv.files() == [], 5, "the image to be deleted (%r)" % dv.files())
+    assert dv.slot.read_bytes() == b"old slot"
+    assert dv.job().get("phase") == "failed"
+    assert "DONE" not in dv.progress(cmd_id, since=mark)
+
+
+# -- 7 ---------------------------------------------------------------------------
+
+def _reboot_pending(dv, nginx, www, platform):
+    data = image(www, "fw.img", 1 * MiB)
+    dv.start()
+    cmd_id, mark = dv.send(nginx.url("fw.img"), "2.0.1")
+    dv.wait_state(cmd_id, "REBOOTING", since=mark)
+    dv.wait_job(lambda j: j.get("phase") == "reboot-pending", 10, "reboot-pending")
+    assert dv.slot.read_bytes() == data
+    with open(dv.version_file) as f:
+        assert f.read().strip() == OLD
+    wait_until(lambda: dv.files() == [], 5, "the image to be deleted (%r)" % dv.files())
+    assert "DONE" not in dv.progress(cmd_id, since=mark)
+    dv.d.stop()
+    return cmd_id, data
+
+
+def _activate(dv):
+    subprocess.run([str(dv.hook), "activate"], check=True, env={"PATH": "/usr/bin:/bin"})
+
+
+@pytest.mark.parametrize("commit_sleep", [0, 3], ids=["fast-commit", "slow-commit"])
+def test_reboot_then_commit(device, nginx, www, platform, commit_sleep):
+    """SPEC 5.5: after the reboot the version report comes after `hook commit`
+    (with a slow commit, e.g. RAUC mark-good, the connect report must not
+    announce the target before the commit has run)."""
+    dv = device(nginx, reboot=True, commit_sleep=commit_sleep)
+    cmd_id, data = _reboot_pending(dv, nginx, www, platform)
+    _activate(dv)  # the simulated reboot
+    with open(dv.version_file) as f:
+        assert f.read().strip() == "2.0.1"
+    mark = platform.mark()
+    dv.d.start()
+    rep = platform.wait_for_report("D1", "2.0.1", since=mark, timeout=20)
+    dv.wait_job(lambda j: j.get("phase") == "done", 10, "done")
+    commits = dv.hook_call_times("commit")
+    assert len(commits) == 1, dv.hook_calls()
+    # the wrapper logs the call when the commit starts; it ends COMMIT_SLEEP later
+    assert rep.wall_time >= commits[0] + commit_sleep, \
+        "version report with the target sent %.2f s after 'hook commit' started, before it ended" % (
+            rep.wall_time - commits[0])
+    dv.d.wait_log(r"committing", timeout=5)
+    assert dv.slot.read_bytes() == data
+
+
+def test_reboot_rollback(device, nginx, www, platform):
+    dv = device(nginx, reboot=True)
+    cmd_id, data = _reboot_pending(dv, nginx, www, platform)
+    # "reboot" without activating: the old version came back up
+    mark = platform.mark()
+    dv.d.start()
+    platform.wait_for_report("D1", OLD, since=mark, timeout=20)
+    dv.wait_job(lambda j: j.get("phase") == "failed", 10, "failed")
+    # The outcome decided before the session was up follows the first report.
+    platform.wait_for_progress("D1", job_id=cmd_id, state="FAILED", since=mark)
+    assert "commit" not in [c.split()[0] for c in dv.hook_calls()]
+    n_gets = len(gets(nginx))
+    n_calls = len(dv.hook_calls())
+    mark2 = platform.mark()
+    dv.send(nginx.url("fw.img"), "2.0.1", id=cmd_id)
+    assert platform.wait_for_receipt("D1", cmd_id, since=mark2).get("BACK") == "OK"
+    time.sleep(2)
+    assert len(gets(nginx)) == n_gets
+    assert len(dv.hook_calls()) == n_calls
+    assert dv.progress(cmd_id, since=mark2) == []
+
+
+@pytest.mark.parametrize("outcome", ["rollback", "commit"])
+def test_startup_outcome_sends_progress(device, nginx, www, platform, outcome):
+    """SPEC 5.6 / CMD 12: with progress on, a job that ends at the start after
+    the reboot sends its outcome too: FAILED with the reason on a rollback,
+    DONE after the commit. The daemon decides it (ota_start) before the MQTT
+    session is up, and these messages must not be lost."""
+    dv = device(nginx, reboot=True)
+    cmd_id, _ = _reboot_pending(dv, nginx, www, platform)
+    if outcome == "commit":
+        _activate(dv)
+    mark = platform.mark()
+    dv.d.start()
+    want = "done" if outcome == "commit" else "failed"
+    dv.wait_job(lambda j: j.get("phase") == want, 10, want)
+    platform.wait_for_report("D1", "2.0.1" if outcome == "commit" else OLD, since=mark, timeout=20)
+    m = dv.wait_state(cmd_id, want.upper(), since=mark, timeout=5)
+    if outcome == "rollback":
+        assert "rolled back" in m.get("REASON", ""), m
+
+
+# -- 8 ---------------------------------------------------------------------------
+
+def test_resume_after_daemon_restart(device, slow_nginx, www, platform):
+    data = image(www, "fw.img", 6 * MiB)
+    dv = device(slow_nginx).start()
+    cmd_id, mark = dv.send(slow_nginx.url("fw.img"), "2.0.1", sha256=hashlib.sha256(data).hexdigest())
+    j = dv.wait_job(lambda j: j.get("phase") == "downloading" and j.get("offset", 0) > 0, 20,
+                    "a downloading checkpoint with offset > 0")
+    dv.d.kill9()
+    offset = j["offset"]
+    assert 0 < offset < len(data)
+    mark2 = platform.mark()
+    dv.d.start()
+    dv.d.wait_log(r"resuming", timeout=10)
+    dv.wait_state(cmd_id, "DONE", since=mark2, timeout=40)
+    platform.wait_for_report("D1", "2.0.1", since=mark2)
+    assert dv.slot.read_bytes() == data
+    lines = wait_until(lambda: len(gets(slow_nginx)) >= 2 and gets(slow_nginx), 10, "two requests logged")
+    stats = [log_status_bytes(l) for l in lines]
+    assert any(s == 206 for s, _ in stats), lines
+    assert sum(b for _, b in stats) <= 1.1 * len(data), lines
+
+
+# -- 9 ---------------------------------------------------------------------------
+
+def test_new_command_replaces_running_download(device, slow_nginx, www, platform):
+    image(www, "a.img", 6 * MiB)
+    b = image(www, "b.img", 512 * 1024)
+    dv = device(slow_nginx).start()
+    id_a, mark = dv.send(slow_nginx.url("a.img"), "2.0.1")
+    dv.wait_state(id_a, "DOWNLOADING", since=mark)
+    part_a = wait_until(lambda: [f for f in dv.files() if f.endswith(".part")], 10, "a .part")
+    wait_until(lambda: os.path.getsize(os.path.join(dv.download_dir, part_a[0])) > 0, 10, "bytes in .part")
+    id_b, mark_b = dv.send(slow_nginx.url("b.img"), "2.0.2")
+    assert platform.wait_for_receipt("D1", id_b, since=mark_b).get("BACK") == "OK"
+    dv.d.wait_log(r"Command %s replaces the unfinished update" % id_b, timeout=5)
+    dv.wait_state(id_b, "DONE", since=mark_b, timeout=30)
+    platform.wait_for_report("D1", "2.0.2", since=mark_b)
+    assert dv.slot.read_bytes() == b
+    assert "DONE" not in dv.progress(id_a, since=mark)
+    assert not os.path.exists(os.path.join(dv.download_dir, part_a[0]))
+    wait_until(lambda: dv.files() == [], 5, "no files left (%r)" % dv.files())
+    assert [c.split(" ", 1)[0] for c in dv.hook_calls()] == ["install"]
+    assert platform.messages("D1", cmd=10, since=mark) and all(
+        m.get("FW_VERSION") != "2.0.1" for m in platform.messages("D1", cmd=10, since=mark))
+
+
+# -- 10 --------------------------------------------------------------------------
+
+def test_loop_runs_during_slow_hook(device, nginx, www, platform):
+    data = image(www, "fw.img", 256 * 1024)
+    dv = device(nginx, install_sleep=5, config={"report.interval": 1}).start()
+    cmd_id, mark = dv.send(nginx.url("fw.img"), "2.0.1")
+    dv.wait_state(cmd_id, "INSTALLING", since=mark)
+    t0 = wait_until(lambda: dv.hook_call_times("install"), 5, "the install hook to start")[0]
+    m_hook = platform.mark()
+    time.sleep(1)
+    dv.send(nginx.url("fw.img"), "2.0.1", id=cmd_id)
+    r = platform.wait_for_receipt("D1", cmd_id, since=m_hook, timeout=3)
+    assert r.get("BACK") == "OK"
+    assert r.wall_time < t0 + 4.5, "receipt only after the hook"
+    done = dv.wait_state(cmd_id, "DONE", since=mark, timeout=15)
+    assert done.wall_time >= t0 + 4.5, "the hook did not take its 5 s"
+    during = [m for m in platform.messages("D1", cmd=10, since=m_hook) if m.wall_time < t0 + 4.5]
+    assert len(during) >= 2, "version reports during the hook: %r" % during
+    assert dv.slot.read_bytes() == data
