@@ -56,10 +56,13 @@ def run_hook(name, args, tmp, config=None, target="2.0", env=None):
                           capture_output=True, text=True, timeout=300)
 
 
+PACKAGES = {"mksquashfs": "squashfs-tools", "dbus-daemon": "dbus", "sha256sum": "coreutils"}
+
+
 def need(*tools):
     for tool in tools:
         if shutil.which(tool, path=PATH) is None:
-            pytest.skip(f"{tool} is not installed (apt-get install -y {tool})")
+            pytest.skip(f"{tool} is not installed (apt-get install -y {PACKAGES.get(tool, tool)})")
 
 
 def sh(*argv, **kw):
@@ -148,8 +151,12 @@ def test_copy_missing_image_fails_and_writes_nothing(copy_setup):
     assert {p.name: p.read_bytes() for p in d.iterdir()} == before
 
 
-def test_copy_version_without_version_file_fails(copy_setup):
+def test_copy_version_without_a_version_fails(copy_setup):
     tmp, d, image, conf = copy_setup
+    for content in ("\n", ""):
+        (d / "fw_version").write_text(content)
+        r = run_hook("copy", ["version"], tmp, conf)
+        assert r.returncode != 0 and r.stdout == "", repr(content)
     (d / "fw_version").unlink()
     r = run_hook("copy", ["version"], tmp, conf)
     assert r.returncode != 0 and r.stdout == ""

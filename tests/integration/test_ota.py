@@ -473,3 +473,40 @@ def test_loop_runs_during_slow_hook(device, nginx, www, platform):
     during = [m for m in platform.messages("D1", cmd=10, since=m_hook) if m.wall_time < t0 + 4.5]
     assert len(during) >= 2, "version reports during the hook: %r" % during
     assert dv.slot.read_bytes() == data
+
+
+# -- memory: a 1 GiB image in constant memory ----------------------------------
+
+def _rss_kib(pid, field):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise AssertionError("no %s in /proc/%d/status" % (field, pid))
+
+
+def test_1gib_image_peak_rss_within_1mib_of_idle(device, nginx, www, platform):
+    """Issue 4: a 1 GiB image downloads, is verified and installed with the
+    daemon's peak RSS (VmHWM) no more than 1 MiB above its idle RSS."""
+    block = os.urandom(MiB)
+    path = www / "big.img"
+    sha = hashlib.sha256()
+    with open(path, "wb") as f:
+        for _ in range(1024):
+            f.write(block)
+            sha.update(block)
+    dv = device(nginx).start()
+    platform.wait_for_report("D1", timeout=15)
+    time.sleep(1)
+    pid = dv.d.pid
+    idle = _rss_kib(pid, "VmRSS")
+    hwm_before = _rss_kib(pid, "VmHWM")
+    started = time.monotonic()
+    cmd_id, mark = dv.send(nginx.url("big.img"), "2.0.1", size=1024 * MiB, sha256=sha.hexdigest())
+    platform.wait_for_report("D1", "2.0.1", since=mark, timeout=120)
+    elapsed = time.monotonic() - started
+    peak = _rss_kib(pid, "VmHWM")
+    growth = peak - max(idle, hwm_before)
+    print("\n1 GiB OTA: %.1f s; idle RSS %d KiB, peak RSS (VmHWM) %d KiB, growth %d KiB (limit 1024)"
+          % (elapsed, idle, peak, growth))
+    assert growth <= 1024, "peak RSS grew by %d KiB over idle" % growth

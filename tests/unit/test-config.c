@@ -317,6 +317,8 @@ static const struct {
 } bad[] = {
         { NULL, -ENOENT, "@F@: cannot read: No such file or directory\n" },
         { "bad-syntax.conf", -EINVAL, "@F@:3: syntax error: syntax error\n" },
+        /* Found by fuzzing: libconfig exit()ed on an @include of a directory. */
+        { "bad-include.conf", -EINVAL, "@F@:2: @include: not supported: put everything in this file\n" },
         { "bad-duplicate.conf", -EINVAL, "@F@:4: syntax error: duplicate setting name\n" },
         { "bad-unknown.conf", -EINVAL,
           "@F@:1: colour: unknown key\n"
