@@ -485,29 +485,35 @@ static int agent_make_topics(Agent *a)
 
 /* ---- signals ---- */
 
+int agent_load_config(const char *path, Config **ret)
+{
+        _cleanup_free_ char *errors = NULL;
+        size_t len = 0;
+        FILE *f;
+        int r;
+
+        f = open_memstream(&errors, &len);
+        if (!f)
+                return log_error_errno(errno, "Cannot load %s: %m", path);
+        r = config_load(path, f, ret);
+        fclose(f);
+        if (r < 0)
+                for (char *line = strtok(errors, "\n"); line; line = strtok(NULL, "\n"))
+                        log_error("%s", line);
+        return r;
+}
+
 static void agent_reload(Agent *a)
 {
         _cleanup_config_ Config *c = NULL;
-        _cleanup_free_ char *errors = NULL;
-        size_t errors_len = 0;
-        FILE *f;
         bool session_changed;
         int r;
 
         notify_reloading();
         log_info("Reloading %s.", a->config_path);
 
-        f = open_memstream(&errors, &errors_len);
-        if (!f) {
-                log_error_errno(errno, "Cannot reload: %m");
-                notify_ready();
-                return;
-        }
-        r = config_load(a->config_path, f, &c);
-        fclose(f);
+        r = agent_load_config(a->config_path, &c);
         if (r < 0) {
-                for (char *line = strtok(errors, "\n"); line; line = strtok(NULL, "\n"))
-                        log_error("%s", line);
                 log_error("The new configuration was refused; the running one stays in force.");
                 notify_ready();
                 return;

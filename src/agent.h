@@ -10,6 +10,12 @@
 
 typedef struct Agent Agent;
 
+/*
+ * Loads PATH (config_load()) and logs every problem found, one line each.
+ * Returns 0 and a new Config, or -errno.
+ */
+int agent_load_config(const char *path, Config **ret);
+
 /* Takes ownership of CONFIG (loaded from CONFIG_PATH, which SIGHUP re-reads). */
 int agent_new(const char *config_path, Config *config, Agent **ret);
 Agent *agent_free(Agent *a);

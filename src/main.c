@@ -103,27 +103,6 @@ static const char *id_source_name(const Config *c)
         }
 }
 
-/* Loads the configuration; every problem is logged, one line each. */
-static int load_config(Config **ret)
-{
-        _cleanup_free_ char *errors = NULL;
-        size_t len = 0;
-        FILE *f;
-        int r;
-
-        f = open_memstream(&errors, &len);
-        if (!f)
-                return log_error_errno(errno, "Out of memory: %m");
-        r = config_load(arg_config, f, ret);
-        fclose(f);
-        if (r < 0) {
-                for (char *line = strtok(errors, "\n"); line; line = strtok(NULL, "\n"))
-                        log_error("%s", line);
-                log_error("%s: configuration refused.", arg_config);
-        }
-        return r;
-}
-
 int main(int argc, char *argv[])
 {
         Config *config = NULL;
@@ -136,9 +115,11 @@ int main(int argc, char *argv[])
         if (arg_verbose)
                 log_set_max_level(LOG_DEBUG);
 
-        r = load_config(&config);
-        if (r < 0)
+        r = agent_load_config(arg_config, &config);
+        if (r < 0) {
+                log_error("%s: configuration refused.", arg_config);
                 return EX_CONFIG;
+        }
 
         if (arg_check_config) {
                 printf("%s: configuration OK\n"

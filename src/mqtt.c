@@ -432,18 +432,6 @@ MqttSession *mqtt_session_free(MqttSession *s)
         return NULL;
 }
 
-static char *strdup_or_null(const char *p, bool *oom)
-{
-        char *d;
-
-        if (!p)
-                return NULL;
-        d = strdup(p);
-        if (!d)
-                *oom = true;
-        return d;
-}
-
 static int on_restart(sd_event_source *source, uint64_t usec, void *userdata)
 {
         MqttSession *s = userdata;
@@ -463,19 +451,15 @@ static int on_restart(sd_event_source *source, uint64_t usec, void *userdata)
 
 int mqtt_session_start(MqttSession *s, const MqttSessionParams *p)
 {
-        bool oom = false;
         int r;
 
         /* Only the parameters change here: libmosquitto may be inside one of its callbacks (this is
          * called from the message handler when registration completes). The old connection is closed,
          * and the new one made, from on_restart(). */
         params_clear(s);
-        s->host = strdup_or_null(p->host, &oom);
-        s->ca_file = strdup_or_null(p->ca_file, &oom);
-        s->client_id = strdup_or_null(p->client_id, &oom);
-        s->username = strdup_or_null(p->username, &oom);
-        s->password = strdup_or_null(p->password, &oom);
-        if (oom)
+        if (free_and_strdup(&s->host, p->host) < 0 || free_and_strdup(&s->ca_file, p->ca_file) < 0 ||
+            free_and_strdup(&s->client_id, p->client_id) < 0 || free_and_strdup(&s->username, p->username) < 0 ||
+            free_and_strdup(&s->password, p->password) < 0)
                 return -ENOMEM;
         s->port = p->port;
         s->tls = p->tls;

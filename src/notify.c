@@ -49,8 +49,3 @@ void notify_status(const char *format, ...)
         log_debug("Status: %s", last_status);
         sd_notifyf(false, "STATUS=%s", last_status);
 }
-
-const char *notify_last_status(void)
-{
-        return last_status;
-}

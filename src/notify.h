@@ -16,6 +16,3 @@ void notify_stopping(void);
 
 /* Sets the one-line status a person sees in `systemctl status`. */
 void notify_status(const char *format, ...) _printf_(1, 2);
-
-/* The last status sent (for tests and the reload path). */
-const char *notify_last_status(void);

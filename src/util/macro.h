@@ -32,6 +32,18 @@ static inline void *mfree(void *p)
         return NULL;
 }
 
+/* Replaces *P by a copy of S (NULL allowed). Returns 0, or -ENOMEM with *P untouched. */
+static inline int free_and_strdup(char **p, const char *s)
+{
+        char *d = NULL;
+
+        if (s && !(d = strdup(s)))
+                return -ENOMEM;
+        free(*p);
+        *p = d;
+        return 0;
+}
+
 static inline void freep(void *p)
 {
         free(*(void **)p);
