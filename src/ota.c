@@ -61,7 +61,7 @@ struct Ota {
         Process *version; /* `HOOK version` for a comparison */
         VersionThen version_then; /* what to do with its answer */
         Process *reboot;
-        PlatformMessage queued; /* a command that arrived while the hook ran (queued.id set) */
+        Job *queued; /* the newest command that arrived while the hook ran; not journaled yet */
         unsigned last_progress;
         bool resolving; /* checking, after a restart, how a reboot-pending job ended */
         char *unsent[OTA_MAX_UNSENT]; /* progress messages made while offline, oldest first */
@@ -385,24 +385,13 @@ static void on_download_progress(Download *d, uint64_t done, uint64_t total, voi
                 notify_status("Updating to %s: downloading (%.1f MiB)", j->target, done / 1048576.0);
 }
 
-static int replace_string(char **dst, const char *src)
-{
-        char *n = NULL;
-
-        if (src && !(n = strdup(src)))
-                return -ENOMEM;
-        free(*dst);
-        *dst = n;
-        return 0;
-}
-
 static void on_download_checkpoint(Download *d, const DownloadCheckpoint *c, void *userdata)
 {
         Ota *o = userdata;
         Job *j = ota_job(o);
 
         j->offset = c->offset;
-        if (replace_string(&j->etag, c->etag) < 0 || replace_string(&j->last_modified, c->last_modified) < 0)
+        if (free_and_strdup(&j->etag, c->etag) < 0 || free_and_strdup(&j->last_modified, c->last_modified) < 0)
                 return;
         (void)ota_save(o);
 }
@@ -572,19 +561,13 @@ static void on_accepted_version(Ota *o, const char *running)
         ota_download(o);
 }
 
-/* Replaces the current job with a new one from M, and starts it. The receipt is already sent. */
-static void ota_begin(Ota *o, const PlatformMessage *m)
+/* Replaces the current job with J (taking it), and starts it. The receipt is already sent. */
+static void ota_begin(Ota *o, Job *j)
 {
-        Job *old = ota_job(o), *j = NULL;
-        int r;
+        Job *old = ota_job(o);
 
-        r = job_from_message(m, &j);
-        if (r < 0) {
-                log_error_errno(r, "Cannot start command %s: %m", m->id);
-                return;
-        }
         if (old && ota_active(o)) {
-                log_notice("Command %s replaces the unfinished update to %s (command %s).", m->id, old->target,
+                log_notice("Command %s replaces the unfinished update to %s (command %s).", j->id, old->target,
                            old->id);
                 o->download = download_free(o->download);
                 job_unlink(o, old, "part");
@@ -601,24 +584,13 @@ static bool ota_seen(const Ota *o, const char *id)
         Job *j = ota_job(o);
 
         return journal_is_recent(o->journal, id) || journal_is_failed(o->journal, id) || (j && strcmp(j->id, id) == 0) ||
-               (o->queued.id && strcmp(o->queued.id, id) == 0);
-}
-
-static int message_copy(const PlatformMessage *m, PlatformMessage *ret)
-{
-        *ret = (PlatformMessage){ .cmd = m->cmd, .size = m->size, .has_size = m->has_size };
-        if (!(ret->id = strdup(m->id)) || !(ret->url = strdup(m->url)) ||
-            !(ret->fw_version = strdup(m->fw_version)) || (m->md5 && !(ret->md5 = strdup(m->md5))) ||
-            (m->sha256 && !(ret->sha256 = strdup(m->sha256)))) {
-                platform_message_clear(ret);
-                return -ENOMEM;
-        }
-        return 0;
+               (o->queued && strcmp(o->queued->id, id) == 0);
 }
 
 void ota_command(Ota *o, const PlatformMessage *m)
 {
         const char *reason;
+        Job *j = NULL;
         int r;
 
         if (!o->journal) {
@@ -655,27 +627,25 @@ void ota_command(Ota *o, const PlatformMessage *m)
         }
         ota_publish_receipt(o, m->id, true, NULL);
 
+        r = job_from_message(m, &j);
+        if (r < 0) {
+                log_error_errno(r, "Cannot start command %s: %m", m->id);
+                return;
+        }
         if (o->hook) {
                 /* An install is running: it is not interrupted. The newest command waits for it. */
                 log_notice("Command %s waits for the install that is running.", m->id);
-                platform_message_clear(&o->queued);
-                if (message_copy(m, &o->queued) < 0)
-                        log_error("Out of memory: command %s is dropped.", m->id);
+                job_free(o->queued);
+                o->queued = j;
                 return;
         }
-        ota_begin(o, m);
+        ota_begin(o, j);
 }
 
 static void ota_run_queued(Ota *o)
 {
-        PlatformMessage m;
-
-        if (!o->queued.id || o->hook)
-                return;
-        m = o->queued;
-        o->queued = (PlatformMessage){};
-        ota_begin(o, &m);
-        platform_message_clear(&m);
+        if (o->queued && !o->hook)
+                ota_begin(o, TAKE_PTR(o->queued));
 }
 
 /* ---- start-up: continue what the journal holds ---- */
@@ -802,7 +772,7 @@ Ota *ota_free(Ota *o)
         process_free(o->hook);
         process_free(o->version);
         process_free(o->reboot);
-        platform_message_clear(&o->queued);
+        job_free(o->queued);
         for (size_t i = 0; i < o->n_unsent; i++)
                 free(o->unsent[i]);
         journal_free(o->journal);

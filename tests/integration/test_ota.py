@@ -475,6 +475,30 @@ def test_loop_runs_during_slow_hook(device, nginx, www, platform):
     assert dv.slot.read_bytes() == data
 
 
+def test_command_during_install_waits_for_it(device, nginx, www, platform):
+    """SPEC 5.2: a new command while an install runs waits for the install to
+    end (it is not interrupted), then runs; the newest queued command wins."""
+    a = image(www, "a.img", 256 * 1024)
+    image(www, "b.img", 256 * 1024)
+    c = image(www, "c.img", 256 * 1024)
+    dv = device(nginx, install_sleep=3).start()
+    id_a, mark = dv.send(nginx.url("a.img"), "2.0.1", sha256=hashlib.sha256(a).hexdigest())
+    t0 = wait_until(lambda: dv.hook_call_times("install"), 15, "the install hook to start")[0]
+    id_b, _ = dv.send(nginx.url("b.img"), "2.0.2")
+    id_c, _ = dv.send(nginx.url("c.img"), "2.0.3")
+    for cmd_id in (id_b, id_c):
+        r = platform.wait_for_receipt("D1", cmd_id, since=mark, timeout=3)
+        assert r.get("BACK") == "OK" and r.wall_time < t0 + 2.5, "receipt at once, during the install"
+    dv.wait_state(id_a, "DONE", since=mark, timeout=15)
+    platform.wait_for_report("D1", "2.0.3", since=mark, timeout=30)
+    starts = dv.hook_call_times("install")
+    assert len(starts) == 2, dv.hook_calls()
+    assert starts[1] >= t0 + 3, "the second install started before the first ended"
+    assert dv.slot.read_bytes() == c
+    assert gets(nginx, "b.img") == [], "the replaced queued command was downloaded"
+    assert dv.progress(id_b, since=mark) == []
+
+
 # -- memory: a 1 GiB image in constant memory ----------------------------------
 
 def _rss_kib(pid, field):
