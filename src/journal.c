@@ -6,6 +6,7 @@
  * with no job and says so.
  */
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -134,6 +135,25 @@ static bool key_valid(const char *k)
         return true;
 }
 
+/* The job's string members, in the order they are written. */
+static const struct {
+        const char *name;
+        size_t offset;
+        bool required;
+} job_strings[] = {
+        { "id", offsetof(Job, id), true },
+        { "url", offsetof(Job, url), true },
+        { "target", offsetof(Job, target), true },
+        { "old_version", offsetof(Job, old_version), false },
+        { "md5", offsetof(Job, md5), false },
+        { "sha256", offsetof(Job, sha256), false },
+        { "etag", offsetof(Job, etag), false },
+        { "last_modified", offsetof(Job, last_modified), false },
+        { "reason", offsetof(Job, reason), false },
+};
+
+#define JOB_STRING(j, i) ((char **)((uint8_t *)(j) + job_strings[i].offset))
+
 static int parse_job(struct json_object *o, Job **ret)
 {
         _cleanup_free_ char *key = NULL, *phase = NULL;
@@ -151,24 +171,8 @@ static int parse_job(struct json_object *o, Job **ret)
                 r = -EBADMSG;
         if (r >= 0)
                 memcpy(j->key, key, JOURNAL_KEY_LEN + 1);
-        if (r >= 0)
-                r = get_string(o, "id", true, &j->id);
-        if (r >= 0)
-                r = get_string(o, "url", true, &j->url);
-        if (r >= 0)
-                r = get_string(o, "target", true, &j->target);
-        if (r >= 0)
-                r = get_string(o, "old_version", false, &j->old_version);
-        if (r >= 0)
-                r = get_string(o, "md5", false, &j->md5);
-        if (r >= 0)
-                r = get_string(o, "sha256", false, &j->sha256);
-        if (r >= 0)
-                r = get_string(o, "etag", false, &j->etag);
-        if (r >= 0)
-                r = get_string(o, "last_modified", false, &j->last_modified);
-        if (r >= 0)
-                r = get_string(o, "reason", false, &j->reason);
+        for (size_t i = 0; r >= 0 && i < ELEMENTSOF(job_strings); i++)
+                r = get_string(o, job_strings[i].name, job_strings[i].required, JOB_STRING(j, i));
         if (r >= 0)
                 r = get_u64(o, "size", &j->size);
         if (r >= 0)
@@ -304,30 +308,14 @@ static struct json_object *build_job(const Job *job)
         if (!o)
                 return NULL;
         r = add_string(o, "key", job->key);
-        if (r >= 0)
-                r = add_string(o, "id", job->id);
-        if (r >= 0)
-                r = add_string(o, "url", job->url);
-        if (r >= 0)
-                r = add_string(o, "target", job->target);
-        if (r >= 0)
-                r = add_string(o, "old_version", job->old_version);
-        if (r >= 0)
-                r = add_string(o, "md5", job->md5);
-        if (r >= 0)
-                r = add_string(o, "sha256", job->sha256);
+        for (size_t i = 0; r >= 0 && i < ELEMENTSOF(job_strings); i++)
+                r = add_string(o, job_strings[i].name, *JOB_STRING(job, i));
         if (r >= 0)
                 r = add_u64(o, "size", job->size);
         if (r >= 0)
-                r = add_string(o, "phase", job_phase_to_string(job->phase));
-        if (r >= 0)
                 r = add_u64(o, "offset", job->offset);
         if (r >= 0)
-                r = add_string(o, "etag", job->etag);
-        if (r >= 0)
-                r = add_string(o, "last_modified", job->last_modified);
-        if (r >= 0)
-                r = add_string(o, "reason", job->reason);
+                r = add_string(o, "phase", job_phase_to_string(job->phase));
         if (r < 0) {
                 json_object_put(o);
                 return NULL;
