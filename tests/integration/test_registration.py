@@ -486,7 +486,7 @@ def injected_run(krtiotd, platform, tmp_path, observer_factory, inject, killed_a
         d.wait(timeout=30)
     except Exception:
         raise AssertionError("the injected SIGKILL never happened (%s); log:\n%s" % (inject(cal), d.log_tail()))
-    lines = [l for l in trace_path.read_text().splitlines() if re.match(r"\d+ \w+\(", l)]
+    lines = [l for l in trace_path.read_text().splitlines() if re.match(r"\d+\s+\w+\(", l)]
     assert "+++ killed by SIGKILL +++" in trace_path.read_text(), "not killed by the injection"
     assert re.search(killed_at(d), lines[-1]), "killed at the wrong syscall: %s" % lines[-1]
     platform.wait_registration_event("D1", "answered", timeout=5)
