@@ -11,10 +11,13 @@ import re
 import subprocess
 import time
 
+import signal
+
 import pytest
 
 from daemon import REPO
 from nginx import NGINX, Nginx
+from test_registration import remember_children, traced
 
 COPY_HOOK = os.path.join(REPO, "src", "hooks", "copy")
 OLD = "1.0.0"
@@ -29,7 +32,7 @@ class Device:
     """A krtiotd whose hook is the copy hook, with a slot and a version file."""
 
     def __init__(self, tmp_path, krtiotd, platform, ngx, install_sleep=0, install_exit=None,
-                 reboot=False, config=None, commit_sleep=0):
+                 reboot=False, config=None, commit_sleep=0, version_sleep=0):
         self.platform = platform
         self.ngx = ngx
         self.dev = tmp_path / "dev"
@@ -47,6 +50,8 @@ class Device:
                  'echo "$(date +%%s.%%N) $*" >> %s' % self.calls]
         if install_sleep:
             lines.append('[ "$1" = install ] && sleep %s' % install_sleep)
+        if version_sleep:
+            lines.append('[ "$1" = version ] && sleep %s' % version_sleep)
         if commit_sleep:
             lines.append('[ "$1" = commit ] && sleep %s' % commit_sleep)
         if install_exit is not None:
@@ -497,6 +502,86 @@ def test_command_during_install_waits_for_it(device, nginx, www, platform):
     assert dv.slot.read_bytes() == c
     assert gets(nginx, "b.img") == [], "the replaced queued command was downloaded"
     assert dv.progress(id_b, since=mark) == []
+
+
+# -- kill -9 in the other phases (downloading and reboot-pending are above) -------
+
+def _kill_processes_with(text):
+    """SIGKILLs the process group of every process whose command line has TEXT
+    (an orphaned hook: on a power loss it dies with the daemon)."""
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as f:
+                if text.encode() in f.read():
+                    os.killpg(os.getpgid(int(pid)), signal.SIGKILL)
+        except (OSError, ProcessLookupError):
+            pass
+
+
+def test_kill9_while_accepted_resumes(device, nginx, www, platform):
+    """Killed after the receipt, while the running version is being read
+    (phase accepted): the restart checks again and completes the job."""
+    data = image(www, "fw.img", 512 * 1024)
+    dv = device(nginx, version_sleep=3,
+                config={"device.fw_version_file": None, "device.fw_version_from_hook": True})
+    dv.start()
+    cmd_id, mark = dv.send(nginx.url("fw.img"), "2.0.1", sha256=hashlib.sha256(data).hexdigest())
+    assert platform.wait_for_receipt("D1", cmd_id, since=mark).get("BACK") == "OK"
+    dv.wait_job(lambda j: j.get("id") == cmd_id and j.get("phase") == "accepted", 5, "phase accepted")
+    dv.d.kill9()
+    assert gets(nginx, "fw.img") == []
+    mark = platform.mark()
+    dv.d.start()
+    platform.wait_for_report("D1", "2.0.1", since=mark, timeout=30)
+    assert dv.slot.read_bytes() == data
+    dv.wait_job(lambda j: j.get("phase") == "done", 10, "phase done")
+
+
+def test_kill9_while_verifying_resumes(device, nginx, www, platform):
+    """Killed between the verified download and its rename to the image
+    (phase verifying; strace kills the daemon at that rename()): the restart
+    finds the complete .part, does not download it again, and installs."""
+    data = image(www, "fw.img", 2 * MiB)
+    dv = device(nginx)
+    orig = dv.d.command
+    traced(dv.d, dv.dev / "verify.trace", inject="rename:signal=SIGKILL:when=1")
+    dv.start()
+    remember_children(dv.d)
+    cmd_id, mark = dv.send(nginx.url("fw.img"), "2.0.1", sha256=hashlib.sha256(data).hexdigest())
+    dv.d.wait(timeout=20)
+    assert dv.job().get("phase") == "verifying", dv.journal()
+    assert any(f.endswith(".part") for f in dv.files()) and not any(f.endswith(".img") for f in dv.files())
+    fetched = sum(log_status_bytes(l)[1] for l in gets(nginx, "fw.img"))
+    dv.d.command = orig
+    mark = platform.mark()
+    dv.d.start()
+    platform.wait_for_report("D1", "2.0.1", since=mark, timeout=30)
+    assert dv.slot.read_bytes() == data
+    refetched = sum(log_status_bytes(l)[1] for l in gets(nginx, "fw.img")) - fetched
+    assert refetched <= len(data) // 10, "the complete download was fetched again (%d bytes)" % refetched
+    assert [c.split()[0] for c in dv.hook_calls()].count("install") == 1
+
+
+def test_kill9_while_installing_reruns_the_hook(device, nginx, www, platform):
+    """Power lost during the install (daemon and hook killed): the restart
+    runs the hook again on the kept image (installs are idempotent)."""
+    data = image(www, "fw.img", 512 * 1024)
+    dv = device(nginx, install_sleep=3).start()
+    cmd_id, mark = dv.send(nginx.url("fw.img"), "2.0.1", sha256=hashlib.sha256(data).hexdigest())
+    wait_until(lambda: dv.hook_call_times("install"), 15, "the install hook to start")
+    assert dv.job().get("phase") == "installing"
+    dv.d.kill9()
+    _kill_processes_with(str(dv.download_dir))
+    assert dv.slot.read_bytes() != data
+    mark = platform.mark()
+    dv.d.start()
+    platform.wait_for_report("D1", "2.0.1", since=mark, timeout=30)
+    assert dv.slot.read_bytes() == data
+    assert [c.split()[0] for c in dv.hook_calls()].count("install") == 2
+    wait_until(lambda: dv.files() == [], 5, "the image to be deleted")
+    assert len(gets(nginx, "fw.img")) == 1
 
 
 # -- memory: a 1 GiB image in constant memory ----------------------------------
