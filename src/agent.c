@@ -310,7 +310,7 @@ static void on_connected(MqttSession *s, void *userdata)
 static void on_disconnected(MqttSession *s, MqttEnd end, uint64_t retry_usec, void *userdata)
 {
         Agent *a = userdata;
-        unsigned secs = (unsigned)((retry_usec + USEC_PER_SEC / 2) / USEC_PER_SEC);
+        unsigned secs = MAX(1u, (unsigned)((retry_usec + USEC_PER_SEC / 2) / USEC_PER_SEC));
 
         a->report_timer = sd_event_source_disable_unref(a->report_timer);
 

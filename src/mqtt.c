@@ -158,7 +158,12 @@ static void on_subscribe(struct mosquitto *mosq, void *userdata, int mid, int qo
 
 static void on_log(struct mosquitto *mosq, void *userdata, int level, const char *str)
 {
-        log_debug("mosquitto: %s", str);
+        /* libmosquitto's errors are the only place that says why TLS failed ("certificate verify
+         * failed"): an operator needs them without turning on debug logging. */
+        if (level & MOSQ_LOG_ERR)
+                log_warning("MQTT: %s", str);
+        else
+                log_debug("mosquitto: %s", str);
 }
 
 /* Decides what ended, then tells the application and schedules the next attempt. */
@@ -291,8 +296,7 @@ static int session_configure(MqttSession *s)
         mosquitto_connect_callback_set(s->mosq, on_connect);
         mosquitto_message_callback_set(s->mosq, on_message);
         mosquitto_subscribe_callback_set(s->mosq, on_subscribe);
-        if (log_get_max_level() >= LOG_DEBUG)
-                mosquitto_log_callback_set(s->mosq, on_log);
+        mosquitto_log_callback_set(s->mosq, on_log);
         (void)mosquitto_int_option(s->mosq, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V311);
 
         rc = mosquitto_username_pw_set(s->mosq, s->username, s->password);
