@@ -26,6 +26,7 @@
 #include <stdbool.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 
 #include "log.h"
@@ -465,14 +466,17 @@ typedef struct ChildSetup {
 
 _Noreturn static void child_exec(const ChildSetup *c)
 {
-        struct sigaction sa = { .sa_handler = SIG_DFL };
+        /* All zeros is SIG_DFL, no flags, empty mask, whatever the architecture's layout. */
+        static const uint64_t kernel_sigaction_default[8] = {};
         int exec_fd = c->exec_fd, e;
         sigset_t ss;
 
-        /* SIG_IGN survives execve(), and sd-event users block signals: give the hook a clean slate. */
+        /* SIG_IGN survives execve(), and sd-event users block signals: give the hook a clean slate. The
+         * raw syscall, because glibc's sigaction() refuses the two signals it reserves (32, 33), which
+         * a parent started by posix_spawn() (GNU make, for one) can leave ignored. */
         for (int sig = 1; sig < _NSIG; sig++)
                 if (sig != SIGKILL && sig != SIGSTOP)
-                        (void)sigaction(sig, &sa, NULL);
+                        (void)syscall(SYS_rt_sigaction, sig, kernel_sigaction_default, NULL, _NSIG / 8);
         sigemptyset(&ss);
         if (sigprocmask(SIG_SETMASK, &ss, NULL) < 0)
                 goto fail;
