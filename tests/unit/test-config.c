@@ -296,6 +296,13 @@ static void test_good(void)
                 _cleanup_config_ Config *c = NULL;
                 int r;
 
+                if (good[i].check == check_id_mac && access("/sys/class/net/lo/address", R_OK) < 0) {
+                        /* A build chroot without /sys mounted. */
+                        tap_count++;
+                        printf("ok %u - %s # SKIP /sys/class/net/lo/address is not readable (no sysfs?)\n",
+                               tap_count, good[i].file);
+                        continue;
+                }
                 r = load(path, &errors, &c);
                 printf("# %s\n", good[i].file);
                 is_int(r, 0, "good file loads");
