@@ -3,9 +3,9 @@
 # shellcheck shell=bash
 
 KRTIOT_BUILD_DEPS="meson ninja-build pkg-config gcc libc6-dev libmosquitto-dev libcurl4-openssl-dev
-libjson-c-dev libsystemd-dev libconfig-dev libssl-dev scdoc"
+libjson-c-dev libsystemd-dev libconfig-dev libssl-dev scdoc dpkg-dev debhelper fakeroot"
 KRTIOT_TEST_DEPS="mosquitto mosquitto-clients nginx-light python3 python3-pytest python3-paho-mqtt
-strace openssl cpio swupdate rauc dbus squashfs-tools"
+strace openssl cpio swupdate rauc dbus squashfs-tools systemd-container debootstrap lintian"
 
 krtiot_install_deps() {
     local missing=() p

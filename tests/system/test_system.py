@@ -1,0 +1,220 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The system test: the krtiot .deb, installed with apt in a minimal Debian 12
+root, booted with systemd-nspawn, run by systemd as the packaged unit.
+
+The container shares the host's network; mosquitto (dynamic security), the
+simulated platform (registration service, OTA commands) and an nginx serving
+the image run on the host's 127.0.0.1. Everything is checked from the
+container's own systemctl and journalctl, and on the platform's side.
+
+The tests share one container (conftest.py: fixture `system`) and run in
+this order; each one says what it proves. Run:
+
+    sudo python3 -m pytest tests/system -rs -v
+
+Skips (one line, why) when the machine cannot: not root, no systemd-nspawn
+or debootstrap, nspawn cannot boot here, no debian/ yet (set KRTIOT_DEB).
+"""
+
+import hashlib
+import json
+import os
+import re
+import stat
+import time
+
+
+UNIT = "krtiot.service"
+# The same values as conftest.py writes into the container's config.
+PRODUCT_ID = "PSYS1"
+HW_VERSION = "1.0.0"
+FW_VERSION = "1.0.0"
+WATCHDOG_SEC = 5
+
+
+def test_package_installs_and_enables_the_unit(system):
+    """apt installs the .deb with its dependencies; the package enables its
+    unit (as dh_installsystemd does), so it starts at boot."""
+    assert system.facts["apt_install_status"] == 0
+    assert os.path.exists(system.rootpath("/usr/sbin/krtiotd")), "no /usr/sbin/krtiotd in the package"
+    assert system.facts["is_enabled"] == "enabled", (
+        "after apt-get install, `systemctl is-enabled krtiot.service` says %r, not enabled "
+        "(the test enabled it itself to go on)" % system.facts["is_enabled"])
+
+
+def test_unit_is_active_after_boot(system):
+    """The unit (Type=notify) starts at boot: READY=1 came, it runs, and its
+    ExecStartPre (--check-config) passed on the config we wrote."""
+    c = system.container
+    r = c.systemctl("is-active", UNIT)
+    if r.stdout.strip() == "activating":
+        time.sleep(3)
+        r = c.systemctl("is-active", UNIT)
+    assert r.stdout.strip() == "active", c.systemctl("status", UNIT).stdout
+    s = system.show("ActiveState", "SubState", "MainPID", "Type", "WatchdogUSec", "NRestarts",
+                    "StatusText", "ExecMainStartTimestampMonotonic")
+    assert s["SubState"] == "running" and int(s["MainPID"]) > 0, s
+    assert s["Type"] == "notify", s
+    assert s["WatchdogUSec"] in ("5s", str(WATCHDOG_SEC * 1000000)), s  # our drop-in
+    assert s["NRestarts"] == "0", s
+    assert s["StatusText"], "the daemon sent no STATUS=: %r" % s
+
+
+def test_device_registers_and_reports_its_version(system):
+    """CMD 20 with the product secret, the platform issues a secret, the
+    daemon stores it (0600, in the StateDirectory) and acknowledges it, then
+    logs in with it and reports its versions (CMD 10)."""
+    p, d = system.platform, system.device_id
+    p.wait_registration_event(d, "request", timeout=30)
+    req = p.wait_for(lambda m: m.device_id == d and m.cmd == 20 and m.kind == "register/post",
+                     timeout=5, what="CMD 20 from %s" % d)
+    assert req.get("PRODUCT_ID") == PRODUCT_ID and req.get("DEVICE_ID") == d, req
+    p.wait_registration_event(d, "password-changed", timeout=30)
+    report = p.wait_for_report(d, fw_version=FW_VERSION, timeout=30)
+    assert report.get("HW_VERSION") == HW_VERSION, report
+    # The report came after the secret was issued: on the device-secret session.
+    assert report.seq > req.seq
+
+    cred = system.rootpath("/var/lib/krtiot/credentials.json")
+    st = os.stat(cred)
+    assert stat.S_IMODE(st.st_mode) == 0o600, oct(st.st_mode)
+    with open(cred) as f:
+        doc = json.load(f)
+    assert doc == {"product_id": PRODUCT_ID, "device_id": d,
+                   "device_secret": p.issued_secret(d)}, "credentials.json does not hold the issued secret"
+    assert stat.S_IMODE(os.stat(system.rootpath("/var/lib/krtiot")).st_mode) == 0o700
+    system.wait_journal("Registered.")
+
+
+def test_reload(system):
+    """systemctl reload krtiot: SIGHUP, RELOADING=1 ... READY=1; the journal
+    says so, and the same process is still running."""
+    before = system.show("MainPID")["MainPID"]
+    cur = system.cursor()
+    r = system.container.systemctl("reload", UNIT, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    text = system.wait_journal("Configuration reloaded.", after=cur, timeout=15)
+    assert "Reloading" in text, text
+    s = system.show("ActiveState", "SubState", "MainPID", "NRestarts")
+    assert s["ActiveState"] == "active" and s["SubState"] == "running", s
+    assert s["MainPID"] == before and s["NRestarts"] == "0", s
+
+
+def test_journal_priorities_and_no_secrets(system):
+    """The daemon's <N> prefixes become journal priorities: a refused command
+    is a warning, reports are info; `-p warning` has the one and not the
+    other. Neither secret appears anywhere in the journal."""
+    p, d = system.platform, system.device_id
+    cur = system.cursor()
+    since = p.mark()
+    bad = p.send_ota(PRODUCT_ID, d, "ftp://127.0.0.1/fw.bin", "9.9.9")
+    receipt = p.wait_for_receipt(d, bad, since=since)
+    assert receipt.get("BACK") == "FAIL", receipt
+    system.wait_journal("Refused command %s" % bad, after=cur)
+
+    entries = system.journal_entries()
+    def prio(needle):
+        found = [e for e in entries if needle in str(e.get("MESSAGE", ""))]
+        assert found, "no journal entry with %r" % needle
+        return {e.get("PRIORITY") for e in found}
+    assert prio("Refused command %s" % bad) == {"4"}
+    assert prio("Reported hardware") == {"6"}
+    assert prio("Device secret received and stored durably") == {"5"}
+
+    warning = system.journal_text("-p", "warning")
+    info = system.journal_text("-p", "info")
+    assert "Refused command %s" % bad in warning
+    assert "Reported hardware" not in warning and "Connected to" not in warning, warning
+    assert "Reported hardware" in info and "Refused command %s" % bad in info
+
+    # Every field of every entry, of every unit, this boot and before.
+    r = system.container.journal("-o", "export", text=False, timeout=120)
+    assert r.returncode == 0
+    dump = r.stdout
+    assert len(dump) > 10000
+    for name, secret in (("product", system.product_secret), ("device", p.issued_secret(d))):
+        assert secret and secret.encode() not in dump, "the %s secret is in the journal" % name
+    status = system.show("StatusText")["StatusText"]
+    assert system.product_secret not in status and p.issued_secret(d) not in status, status
+    with open(system.container.nspawn.log_path, "rb") as f:
+        console = f.read()
+    assert system.product_secret.encode() not in console and p.issued_secret(d).encode() not in console
+
+
+def test_ota_with_the_copy_hook_under_the_units_sandbox(system):
+    """A whole OTA inside the packaged unit's sandbox (PrivateTmp, seccomp
+    filters...): download from nginx, the copy hook writes the slot and the
+    version file, the daemon reports the new version, the image is gone."""
+    c, p, d = system.container, system.platform, system.device_id
+    # The sandbox is in force: own mount namespace (PrivateTmp), seccomp filter.
+    pid = system.show("MainPID")["MainPID"]
+    r = c.run("/bin/sh", "-c", "readlink /proc/1/ns/mnt /proc/%s/ns/mnt; grep -E '^(Seccomp|NoNewPrivs):' /proc/%s/status"
+              % (pid, pid), check=True)
+    lines = r.stdout.split()
+    assert lines[0] != lines[1], "the daemon shares PID 1's mount namespace: %r" % r.stdout
+    assert re.search(r"Seccomp:\s+2", r.stdout), r.stdout
+
+    image = os.urandom(3 * 1024 * 1024 + 17)
+    with open(os.path.join(system.image_dir, "fw-2.0.0.bin"), "wb") as f:
+        f.write(image)
+    cur = system.cursor()
+    since = p.mark()
+    cmd = p.send_ota(PRODUCT_ID, d, system.nginx.url("fw-2.0.0.bin"), "2.0.0", size=len(image),
+                     sha256=hashlib.sha256(image).hexdigest())
+    assert p.wait_for_receipt(d, cmd, since=since).get("BACK") == "OK"
+    p.wait_for_report(d, fw_version="2.0.0", since=since, timeout=60)
+    text = system.wait_journal("done: the new firmware is running", after=cur)
+    assert "copy hook: installed 2.0.0" in text, text
+
+    with open(system.rootpath("/var/lib/krtiot/slot.img"), "rb") as f:
+        assert hashlib.sha256(f.read()).digest() == hashlib.sha256(image).digest(), "slot.img differs from the image"
+    with open(system.rootpath("/etc/krtiot/fw_version")) as f:
+        assert f.read().strip() == "2.0.0"
+    download = system.rootpath("/var/lib/krtiot/download")
+    leftovers = os.listdir(download) if os.path.isdir(download) else []
+    assert not leftovers, "the download directory is not empty after the job: %r" % leftovers
+    assert any("fw-2.0.0.bin" in l for l in system.nginx.access_log())
+    s = system.show("ActiveState", "NRestarts")
+    assert s == {"ActiveState": "active", "NRestarts": "0"}, s
+
+
+def test_watchdog_restarts_a_frozen_daemon(system):
+    """SIGSTOP the daemon: it stops pinging, systemd's watchdog (WatchdogSec=5s
+    drop-in) kills it, Restart=on-failure starts it again, and it reports."""
+    c, p, d = system.container, system.platform, system.device_id
+    s0 = system.show("MainPID", "NRestarts")
+    cur = system.cursor()
+    since = p.mark()
+    frozen = time.monotonic()
+    c.run("/bin/sh", "-c", "kill -STOP %s" % s0["MainPID"], check=True)
+    s = system.wait_show(lambda s: s["NRestarts"] != s0["NRestarts"] and s["ActiveState"] == "active"
+                         and s["MainPID"] not in ("0", s0["MainPID"]),
+                         ["ActiveState", "SubState", "MainPID", "NRestarts"],
+                         timeout=WATCHDOG_SEC + 60, what="restart after the watchdog")
+    took = time.monotonic() - frozen
+    assert int(s["NRestarts"]) == int(s0["NRestarts"]) + 1, s
+    r = c.journal("-u", UNIT, "--after-cursor=" + cur, "-o", "cat")
+    assert re.search(r"[Ww]atchdog timeout", r.stdout), r.stdout
+    assert "Failed with result 'watchdog'" in r.stdout, r.stdout
+    assert took >= WATCHDOG_SEC - 1, "restarted after %.1f s, before the watchdog could fire" % took
+    p.wait_for_report(d, fw_version="2.0.0", since=since, timeout=30)
+
+
+def test_stop_is_clean(system):
+    """systemctl stop: SIGTERM, the daemon exits 0, the unit is inactive with
+    Result=success."""
+    c = system.container
+    cur = system.cursor()
+    r = c.systemctl("stop", UNIT, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    s = system.show("ActiveState", "Result", "ExecMainCode", "ExecMainStatus")
+    assert s["ActiveState"] == "inactive", s
+    assert s["ExecMainStatus"] == "0" and s["ExecMainCode"] == "1", s  # CLD_EXITED, 0
+    assert s["Result"] == "success", s
+    system.wait_journal("stopping", after=cur, timeout=5)
+
+
+def test_poweroff(system):
+    """The container powers off cleanly: systemd-nspawn exits 0."""
+    status = system.container.poweroff()
+    assert status == 0, "systemd-nspawn exited %s; log:\n%s" % (status, system.container.nspawn.log_tail(40))
