@@ -777,6 +777,7 @@ static const char *uri_parse(const char *uri, bool *ret_tls, const char **ret_ho
         char v6[INET6_ADDRSTRLEN];
         const char *p, *host;
         struct in6_addr a6;
+        unsigned long port;
         size_t n;
 
         if ((p = startswith(uri, "ssl://")))
@@ -816,9 +817,12 @@ static const char *uri_parse(const char *uri, bool *ret_tls, const char **ret_ho
                 return "has text between the address and :PORT";
         p++;
         n = strspn(p, "0123456789");
-        if (n == 0 || n > 5 || p[n] != '\0' || atoi(p) < 1 || atoi(p) > 65535)
+        if (n == 0 || n > 5 || p[n] != '\0')
                 return "port must be a number 1..65535";
-        *ret_port = (unsigned)atoi(p);
+        port = strtoul(p, NULL, 10); /* at most 5 digits: no overflow */
+        if (port < 1 || port > 65535)
+                return "port must be a number 1..65535";
+        *ret_port = (unsigned)port;
         return NULL;
 }
 

@@ -71,7 +71,7 @@ int log_internal(int level, int error, const char *format, ...)
                 for (char *p = line + n; *p; p++)
                         if (*p == '\n' || *p == '\r')
                                 *p = ' ';
-                n = strlen(line);
+                n = (int)strlen(line); /* < LOG_LINE_MAX */
                 line[n++] = '\n';
                 (void)!write(STDERR_FILENO, line, n);
         }

@@ -242,7 +242,7 @@ static int parse_cmd(json_object *o, int *ret)
 
         if (json_object_is_type(v, json_type_string) &&
             all_digits(json_object_get_string(v), PROTOCOL_MAX_CMD_DIGITS)) {
-                *ret = atoi(json_object_get_string(v)); /* at most 9 digits: no overflow */
+                *ret = (int)strtol(json_object_get_string(v), NULL, 10); /* at most 9 digits: no overflow */
                 return 0;
         }
 

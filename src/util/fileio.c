@@ -225,7 +225,7 @@ fail:
 
 int read_one_line_file(const char *path, char **ret)
 {
-        char *buf;
+        char *buf = NULL;
         int r;
 
         if (!ret)
