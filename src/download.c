@@ -1071,7 +1071,7 @@ static void download_on_transfer_done(Download *d, CURLcode code)
         if (d->resp.retry_after_sec > 0)
                 delay = MAX(delay, MIN(d->resp.retry_after_sec * USEC_PER_SEC, d->retry_max_usec));
 
-        r = sd_event_add_time_relative(d->event, &d->retry_timer, CLOCK_BOOTTIME, delay, 0,
+        r = sd_event_add_time_relative(d->event, &d->retry_timer, CLOCK_BOOTTIME, delay, 1,
                                        download_on_retry_timer, d);
         if (r < 0)
                 return download_failf(d, r, "cannot schedule a retry: %s", strerror(-r));

@@ -190,12 +190,17 @@ static void session_handle_end(MqttSession *s)
                                             s->takeover_streak, s->client_id);
                 } else if (up >= TAKEOVER_WINDOW_USEC)
                         s->takeover_streak = 0;
-        } else if (s->connack_rc == 4 || s->connack_rc == 5)
-                end = MQTT_END_REFUSED_AUTH;
-        else if (s->connack_rc > 0)
-                end = MQTT_END_REFUSED_OTHER;
-        else
-                end = MQTT_END_CONNECT_FAILED;
+        } else {
+                if (s->connack_rc == 4 || s->connack_rc == 5)
+                        end = MQTT_END_REFUSED_AUTH;
+                else if (s->connack_rc > 0)
+                        end = MQTT_END_REFUSED_OTHER;
+                else
+                        end = MQTT_END_CONNECT_FAILED;
+                /* A take-over leaves the broker reachable: the next attempt is accepted at once. An
+                 * attempt that fails means the broker went away (a restart), not a twin client. */
+                s->takeover_streak = 0;
+        }
 
         session_close(s);
         if (s->running)
@@ -298,6 +303,9 @@ static int session_configure(MqttSession *s)
         mosquitto_subscribe_callback_set(s->mosq, on_subscribe);
         mosquitto_log_callback_set(s->mosq, on_log);
         (void)mosquitto_int_option(s->mosq, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V311);
+        /* A receipt goes out right after the PUBACK of its command: with Nagle it would wait for the
+         * broker's delayed ACK, some 40 ms. */
+        (void)mosquitto_int_option(s->mosq, MOSQ_OPT_TCP_NODELAY, 1);
 
         rc = mosquitto_username_pw_set(s->mosq, s->username, s->password);
         if (rc != MOSQ_ERR_SUCCESS)
@@ -474,7 +482,8 @@ int mqtt_session_start(MqttSession *s, const MqttSessionParams *p)
 
         if (s->restart_source)
                 return 0;
-        r = sd_event_add_time_relative(s->event, &s->restart_source, CLOCK_MONOTONIC, 0, 0, on_restart, s);
+        /* Accuracy 1 µs: 0 would mean sd-event's default of 250 ms, a quarter second per (re)connect. */
+        r = sd_event_add_time_relative(s->event, &s->restart_source, CLOCK_MONOTONIC, 0, 1, on_restart, s);
         if (r < 0)
                 return r;
         (void)sd_event_source_set_description(s->restart_source, "mqtt-restart");
