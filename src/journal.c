@@ -414,3 +414,11 @@ bool journal_is_recent(const Journal *j, const char *id)
 {
         return contains(j->recent, j->n_recent, id);
 }
+
+void journal_drop_last_recent(Journal *j)
+{
+        if (j->n_recent == 0)
+                return;
+        j->n_recent--;
+        entries_clear(j->recent + j->n_recent, 1);
+}

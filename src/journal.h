@@ -78,5 +78,7 @@ Journal *journal_free(Journal *j);
 /* Remembers ID (and TARGET) in a bounded list, dropping the oldest. */
 int journal_remember_failed(Journal *j, const char *id, const char *target);
 int journal_remember_recent(Journal *j, const char *id, const char *target);
+/* Undoes the last journal_remember_recent() (its write failed). */
+void journal_drop_last_recent(Journal *j);
 bool journal_is_failed(const Journal *j, const char *id);
 bool journal_is_recent(const Journal *j, const char *id);

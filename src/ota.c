@@ -561,22 +561,15 @@ static void on_accepted_version(Ota *o, const char *running)
         ota_download(o);
 }
 
-/* Replaces the current job with J (taking it), and starts it. The receipt is already sent. */
-static void ota_begin(Ota *o, Job *j)
+/* Ends the current job, if one is under way, because J replaces it. */
+static void ota_drop_active(Ota *o, Job *old, const Job *j)
 {
-        Job *old = ota_job(o);
-
-        if (old && ota_active(o)) {
-                log_notice("Command %s replaces the unfinished update to %s (command %s).", j->id, old->target,
-                           old->id);
-                o->download = download_free(o->download);
-                job_unlink(o, old, "part");
-                job_unlink(o, old, "img");
-        }
-        job_free(o->journal->job);
-        o->journal->job = j;
-        (void)ota_save(o);
-        ota_with_running_version(o, on_accepted_version);
+        if (!old || old->phase == JOB_DONE || old->phase == JOB_FAILED)
+                return;
+        log_notice("Command %s replaces the unfinished update to %s (command %s).", j->id, old->target, old->id);
+        o->download = download_free(o->download);
+        job_unlink(o, old, "part");
+        job_unlink(o, old, "img");
 }
 
 static bool ota_seen(const Ota *o, const char *id)
@@ -590,7 +583,7 @@ static bool ota_seen(const Ota *o, const char *id)
 void ota_command(Ota *o, const PlatformMessage *m)
 {
         const char *reason;
-        Job *j = NULL;
+        Job *j = NULL, *old;
         int r;
 
         if (!o->journal) {
@@ -613,12 +606,30 @@ void ota_command(Ota *o, const PlatformMessage *m)
                 return;
         }
 
+        r = job_from_message(m, &j);
+        if (r < 0) {
+                ota_publish_receipt(o, m->id, false, "out of memory");
+                return;
+        }
+
+        /* One journal write before the receipt: the command's ID (so that a redelivery is recognised
+         * after a crash) and, unless an install runs, the new job. Nothing is torn down before it is
+         * on disk. */
+        old = ota_job(o);
+        if (!o->hook)
+                o->journal->job = j;
         r = journal_remember_recent(o->journal, m->id, m->fw_version);
-        if (r >= 0)
+        if (r >= 0) {
                 r = ota_save(o);
+                if (r < 0)
+                        journal_drop_last_recent(o->journal);
+        }
         if (r < 0) {
                 char why[160];
 
+                if (!o->hook)
+                        o->journal->job = old;
+                job_free(j);
                 snprintf(why, sizeof(why), "cannot write the job journal: %s", strerror(-r));
                 ota_publish_receipt(o, m->id, false, why);
                 notify_status("Cannot accept updates: cannot write %s/%s (%s)", o->config->state_dir,
@@ -627,11 +638,6 @@ void ota_command(Ota *o, const PlatformMessage *m)
         }
         ota_publish_receipt(o, m->id, true, NULL);
 
-        r = job_from_message(m, &j);
-        if (r < 0) {
-                log_error_errno(r, "Cannot start command %s: %m", m->id);
-                return;
-        }
         if (o->hook) {
                 /* An install is running: it is not interrupted. The newest command waits for it. */
                 log_notice("Command %s waits for the install that is running.", m->id);
@@ -639,13 +645,23 @@ void ota_command(Ota *o, const PlatformMessage *m)
                 o->queued = j;
                 return;
         }
-        ota_begin(o, j);
+        ota_drop_active(o, old, j);
+        job_free(old);
+        ota_with_running_version(o, on_accepted_version);
 }
 
 static void ota_run_queued(Ota *o)
 {
-        if (o->queued && !o->hook)
-                ota_begin(o, TAKE_PTR(o->queued));
+        Job *old;
+
+        if (!o->queued || o->hook)
+                return;
+        old = ota_job(o);
+        o->journal->job = TAKE_PTR(o->queued);
+        ota_drop_active(o, old, o->journal->job);
+        job_free(old);
+        (void)ota_save(o);
+        ota_with_running_version(o, on_accepted_version);
 }
 
 /* ---- start-up: continue what the journal holds ---- */
