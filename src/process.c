@@ -33,6 +33,11 @@
 #include "process.h"
 #include "util/macro.h"
 
+/* "<6>" + ": " + "\n" around each line of a child's output. */
+#define PROCESS_LOG_RECORD_OVERHEAD 6
+/* Well under journald's default rate limit (10000 messages per 30 s). */
+#define PROCESS_LOG_LINES_MAX 2000
+
 /* Not a parameter on purpose: a hook that ignores SIGTERM gets this long to clean up, no more. */
 #define PROCESS_KILL_GRACE_USEC (5 * USEC_PER_SEC)
 /* Longer lines are logged in pieces: a journal line is not a place for megabytes. */
@@ -68,7 +73,8 @@ struct Process {
 
         char *capture;
         size_t capture_len, capture_alloc, capture_max;
-        size_t log_max, logged;
+        size_t log_max, logged; /* bytes of log records written for this child */
+        unsigned logged_lines;
 
         ProcessDone done;
         void *userdata;
@@ -122,7 +128,7 @@ int process_pid(const Process *p)
 
 static void process_log_line(Process *p, char *line, size_t len)
 {
-        size_t n;
+        size_t cost;
 
         if (p->log_truncated)
                 return;
@@ -131,22 +137,24 @@ static void process_log_line(Process *p, char *line, size_t len)
                 len--;
         if (len == 0)
                 return;
+        line[len] = 0;
 
         /* Hook output is untrusted: no escape sequences or NULs into the journal. */
         for (size_t i = 0; i < len; i++)
                 if ((unsigned char)line[i] < 0x20 || line[i] == 0x7f)
                         line[i] = '?';
 
-        n = MIN(len, p->log_max - p->logged);
-        if (n > 0) {
-                line[n] = 0;
+        /* What a line costs the journal is the whole record ("<6>PREFIX: line\n"), and the number of
+         * records counts too: journald drops everything of ours past its rate limit. */
+        cost = len + strlen(p->prefix) + PROCESS_LOG_RECORD_OVERHEAD;
+        if (p->logged_lines < PROCESS_LOG_LINES_MAX && p->logged + cost <= p->log_max) {
                 log_info("%s: %s", p->prefix, line);
-                p->logged += n;
+                p->logged += cost;
+                p->logged_lines++;
+                return;
         }
-        if (n < len) {
-                log_warning("%s: output truncated after %zu bytes", p->prefix, p->logged);
-                p->log_truncated = true;
-        }
+        log_warning("%s: output truncated after %zu bytes in %u lines", p->prefix, p->logged, p->logged_lines);
+        p->log_truncated = true;
 }
 
 static void stream_flush_line(ProcessStream *s)

@@ -572,15 +572,35 @@ static void test_output_lines(void)
         is_str(log, "<6>t: to stderr\n", "stderr: logged");
         run_done(&run);
 
+        /* log_max counts whole records ("<6>t: hello world foo\n" is 22 bytes), not the text only. */
         argv[2] = "echo 'hello world foo'; echo more; echo >&2 still more";
-        params.log_max = 10;
+        params.log_max = 30;
         fd = stderr_begin(&saved);
         is_int(run_process(&params, &run), 0, "spawn");
         free(log);
         log = stderr_end(fd, saved);
-        is_str(log, "<6>t: hello worl\n<4>t: output truncated after 10 bytes\n",
-               "log_max: cut at the limit, one truncation line, the rest dropped");
+        is_str(log, "<6>t: hello world foo\n<4>t: output truncated after 22 bytes in 1 lines\n",
+               "log_max: records up to the limit, one truncation line, the rest dropped");
         is_int(run.result, 0, "log_max: the result is not affected");
+        run_done(&run);
+
+        /* Short lines: the number of records is capped too (journald's rate limit). */
+        argv[2] = "/usr/bin/yes | /usr/bin/head -n 5000";
+        params.log_max = 1024 * 1024;
+        fd = stderr_begin(&saved);
+        is_int(run_process(&params, &run), 0, "spawn");
+        free(log);
+        log = stderr_end(fd, saved);
+        {
+                size_t records = 0;
+
+                for (const char *l = log; l && (l = strstr(l, "<6>t: y\n")); l++)
+                        records++;
+                is_int(records, 2000, "short lines: at most 2000 records");
+                ok(log && strstr(log, "<4>t: output truncated after 16000 bytes in 2000 lines\n"),
+                   "short lines: one truncation line");
+        }
+        is_int(run.result, 0, "short lines: the result is not affected");
         run_done(&run);
 }
 
@@ -590,7 +610,8 @@ static void test_flood(void)
         ProcessParams params = { .argv = argv, .log_prefix = "flood", .log_max = 64 * 1024 };
         _cleanup_free_ char *log = NULL;
         size_t logged = 0, lines = 0, truncations = 0;
-        const char *trunc = "<4>flood: output truncated after 65536 bytes\n";
+        /* Lines of 1024 '?': records of 1024 + 6 + strlen("flood") = 1035 bytes; 63 fit in 64 KiB. */
+        const char *trunc = "<4>flood: output truncated after 65205 bytes in 63 lines\n";
         long before, after;
         Run run = {};
         int saved, fd;
@@ -607,13 +628,13 @@ static void test_flood(void)
         ok(before > 0 && after - before < 4 * 1024, "flood: RSS grew by less than 4 MiB");
         for (char *l = log, *nl; l && (nl = strchr(l, '\n')); l = nl + 1) {
                 if (strncmp(l, "<6>flood: ", 10) == 0) {
-                        logged += nl - l - 10;
+                        logged += nl - l + 1;
                         lines++;
                 } else if (strncmp(l, trunc, strlen(trunc)) == 0)
                         truncations++;
         }
-        is_int(logged, 64 * 1024, "flood: exactly log_max bytes logged");
-        is_int(lines, 64, "flood: in 1024-byte lines");
+        is_int(logged, 65205, "flood: log records up to log_max (64 KiB), whole records only");
+        is_int(lines, 63, "flood: in 1024-byte lines");
         is_int(truncations, 1, "flood: one truncation line");
         ok(log && strlen(log) >= strlen(trunc) && strcmp(log + strlen(log) - strlen(trunc), trunc) == 0,
            "flood: the truncation line is the last");
