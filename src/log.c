@@ -3,8 +3,9 @@
  * Logging: one line per call on stderr, prefixed "<N>" so that journald (and
  * systemd's StandardError=journal) files it at priority N. Lines are written
  * with a single write() so concurrent children's output does not interleave
- * mid-line. Newlines inside a message are replaced: one call, one journal
- * entry.
+ * mid-line. Control characters inside a message (newlines included) are
+ * escaped as \xNN: one call, one journal entry, and nothing from the network
+ * reaches a terminal raw.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -14,6 +15,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "util/strings.h"
 
 #define LOG_LINE_MAX 2048
 
@@ -52,9 +54,9 @@ int log_level_from_string(const char *s)
 
 int log_internal(int level, int error, const char *format, ...)
 {
-        char line[LOG_LINE_MAX];
+        char msg[LOG_LINE_MAX], line[LOG_LINE_MAX];
         int saved_errno = errno;
-        int n;
+        size_t n;
 
         if (error < 0)
                 error = -error;
@@ -62,16 +64,15 @@ int log_internal(int level, int error, const char *format, ...)
         if (level <= log_max_level) {
                 va_list ap;
 
-                n = snprintf(line, sizeof(line), "<%d>", level & LOG_PRIMASK);
                 errno = error; /* for %m */
                 va_start(ap, format);
-                vsnprintf(line + n, sizeof(line) - n - 1, format, ap);
+                (void)vsnprintf(msg, sizeof(msg), format, ap);
                 va_end(ap);
 
-                for (char *p = line + n; *p; p++)
-                        if (*p == '\n' || *p == '\r')
-                                *p = ' ';
-                n = (int)strlen(line); /* < LOG_LINE_MAX */
+                /* Whatever the arguments held (IDs, URLs, reasons from the network), the line holds no
+                 * control character: no terminal escapes, and one call is one journal entry. */
+                n = (size_t)snprintf(line, sizeof(line), "<%d>", level & LOG_PRIMASK);
+                n += escape_control(msg, strlen(msg), line + n, sizeof(line) - n - 1);
                 line[n++] = '\n';
                 (void)!write(STDERR_FILENO, line, n);
         }

@@ -12,6 +12,7 @@
 
 #include "log.h"
 #include "notify.h"
+#include "util/strings.h"
 
 static char last_status[256];
 
@@ -36,12 +37,14 @@ void notify_stopping(void)
 
 void notify_status(const char *format, ...)
 {
-        char buf[sizeof(last_status)];
+        char raw[sizeof(last_status)], buf[sizeof(last_status)];
         va_list ap;
 
         va_start(ap, format);
-        vsnprintf(buf, sizeof(buf), format, ap);
+        (void)vsnprintf(raw, sizeof(raw), format, ap);
         va_end(ap);
+        /* A newline from the network would start another assignment (READY=1, MAINPID=...). */
+        escape_control(raw, strlen(raw), buf, sizeof(buf));
 
         if (strcmp(buf, last_status) == 0)
                 return;

@@ -38,6 +38,7 @@
 #include "ota.h"
 #include "process.h"
 #include "util/macro.h"
+#include "util/strings.h"
 #include "util/random-id.h"
 #include "version.h"
 
@@ -511,7 +512,7 @@ static const char *ota_validate(const Ota *o, const PlatformMessage *m)
                         return "URL contains spaces or control characters";
         if (!m->fw_version)
                 return "FW_VERSION missing";
-        if (!protocol_version_valid(m->fw_version))
+        if (!version_is_valid(m->fw_version))
                 return "FW_VERSION must be 1-64 characters of 0-9A-Za-z._+~-";
         if (m->md5 && !hex_valid(m->md5, 32))
                 return "MD5 must be 32 hex digits";

@@ -498,27 +498,3 @@ int protocol_register_receipt(const char *id, char **ret)
 {
         return ENCODE(ret, NUM("CMD", CMD_REGISTER_SECRET), STR("ID", id), STR("BACK", "OK"));
 }
-
-bool protocol_version_valid(const char *v)
-{
-        size_t len;
-
-        if (!v)
-                return false;
-
-        len = strlen(v);
-        if (len == 0 || len > PROTOCOL_MAX_VERSION)
-                return false;
-
-        /*
-         * SPEC 5.1's character set alone allows "." and "..": refused, because
-         * a version may end up as a path component.
-         */
-        if (strcmp(v, ".") == 0 || strcmp(v, "..") == 0)
-                return false;
-
-        return strspn(v, "0123456789"
-                         "abcdefghijklmnopqrstuvwxyz"
-                         "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-                         "._+~-") == len;
-}

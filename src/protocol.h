@@ -81,5 +81,3 @@ int protocol_progress(const char *id, const char *state, unsigned progress, cons
 int protocol_register_request(const char *id, const char *product_id, const char *device_id, char **ret);
 int protocol_register_receipt(const char *id, char **ret);
 
-/* SPEC 5.1: 1-64 characters of [0-9A-Za-z._+~-]. */
-bool protocol_version_valid(const char *v);

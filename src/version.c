@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Version sources. A version read from a file or from the hook is checked
- * with the same rule the OTA command's target obeys (protocol_version_valid),
+ * with the same rule the OTA command's target obeys (version_is_valid),
  * so that what the device reports can be compared with what it was told.
  */
 #include <errno.h>
@@ -12,6 +12,7 @@
 #include "protocol.h"
 #include "util/fileio.h"
 #include "util/macro.h"
+#include "util/strings.h"
 #include "version.h"
 
 #define VERSION_HOOK_TIMEOUT_USEC (60 * USEC_PER_SEC)
@@ -24,7 +25,7 @@ int version_parse(char *text)
         if (nl)
                 *nl = 0;
         strstrip(text);
-        return protocol_version_valid(text) ? 0 : -EBADMSG;
+        return version_is_valid(text) ? 0 : -EBADMSG;
 }
 
 static int version_read(const char *literal, const char *path, char **ret)

@@ -10,6 +10,7 @@
 #include "protocol.h"
 #include "tap.h"
 #include "util/macro.h"
+#include "util/strings.h"
 
 /* Parses S (C string) from a copy with no NUL after it. */
 static int parse_n(const char *s, size_t len, PlatformMessage *m)
@@ -516,16 +517,16 @@ static void test_versions(void)
                                 *c = '?';
                 snprintf(name, sizeof(name), "version '%s' is %s", shown,
                          table[i].valid ? "valid" : "invalid");
-                is_int(protocol_version_valid(table[i].v), table[i].valid, name);
+                is_int(version_is_valid(table[i].v), table[i].valid, name);
         }
 
         memset(v64, '9', sizeof(v64));
         v64[PROTOCOL_MAX_VERSION] = '\0';
-        ok(protocol_version_valid(v64), "a version of 64 characters is valid");
+        ok(version_is_valid(v64), "a version of 64 characters is valid");
         v64[PROTOCOL_MAX_VERSION] = '9';
         v64[PROTOCOL_MAX_VERSION + 1] = '\0';
-        ok(!protocol_version_valid(v64), "a version of 65 characters is too long");
-        ok(!protocol_version_valid(NULL), "NULL is not a version");
+        ok(!version_is_valid(v64), "a version of 65 characters is too long");
+        ok(!version_is_valid(NULL), "NULL is not a version");
 }
 
 int main(void)
