@@ -41,7 +41,7 @@
 struct Agent {
         sd_event *event;
         char *config_path;
-        Config *config;
+        Config *config; /* a reference of our own; agent_set_config() re-points every holder */
 
         MqttSession *mqtt;
         Ota *ota;
@@ -51,7 +51,8 @@ struct Agent {
         unsigned refusals;          /* of the stored secret, in a row */
 
         char *topics[_TOPIC_MAX];
-        sd_event_source *report_timer;
+        sd_event_source *report_timer; /* set while connected normally */
+        uint64_t last_report_usec;     /* CLOCK_MONOTONIC of the last report (or of its attempt) */
         sd_event_source *switch_timer; /* registration done: switch to the device secret */
         Process *version_query;
         bool report_again; /* a report was asked for while the hook's version query ran */
@@ -93,18 +94,20 @@ static int agent_publish(Agent *a, TopicKind kind, const char *payload)
 
 static int on_report_timer(sd_event_source *s, uint64_t usec, void *userdata);
 
+/* The next report is due report.interval after the last one: a reload (with the same or another
+ * interval) never postpones it. */
 static void agent_arm_report_timer(Agent *a)
 {
-        uint64_t interval = (uint64_t)a->config->report_interval * USEC_PER_SEC;
+        uint64_t due = a->last_report_usec + (uint64_t)a->config->report_interval * USEC_PER_SEC;
         int r;
 
         if (a->report_timer) {
-                r = sd_event_source_set_time_relative(a->report_timer, interval);
+                r = sd_event_source_set_time(a->report_timer, due);
                 if (r >= 0)
                         r = sd_event_source_set_enabled(a->report_timer, SD_EVENT_ONESHOT);
         } else {
-                r = sd_event_add_time_relative(a->event, &a->report_timer, CLOCK_MONOTONIC, interval,
-                                               USEC_PER_SEC, on_report_timer, a);
+                r = sd_event_add_time(a->event, &a->report_timer, CLOCK_MONOTONIC, due, USEC_PER_SEC,
+                                      on_report_timer, a);
                 if (r >= 0)
                         (void)sd_event_source_set_description(a->report_timer, "report");
         }
@@ -185,6 +188,7 @@ static void agent_report(Agent *a)
         _cleanup_free_ char *fw = NULL;
         int r;
 
+        (void)sd_event_now(a->event, CLOCK_MONOTONIC, &a->last_report_usec);
         agent_arm_report_timer(a);
         if (ota_holds_reports(a->ota)) {
                 log_debug("Version report held until the update's commit is decided.");
@@ -503,6 +507,17 @@ int agent_load_config(const char *path, Config **ret)
         return r;
 }
 
+/* The one place that re-points every holder of the Config after a reload. */
+static void agent_set_config(Agent *a, Config *c)
+{
+        config_ref(c);
+        config_unref(a->config);
+        a->config = c;
+        ota_set_config(a->ota, c);
+        if (a->registration)
+                registration_set_config(a->registration, c);
+}
+
 static void agent_reload(Agent *a)
 {
         _cleanup_config_ Config *c = NULL;
@@ -520,9 +535,7 @@ static void agent_reload(Agent *a)
         }
 
         session_changed = !config_session_equal(a->config, c);
-        config_free(a->config);
-        a->config = TAKE_PTR(c);
-        ota_set_config(a->ota, a->config);
+        agent_set_config(a, c);
         log_set_max_level(a->config->log_level);
 
         r = agent_make_topics(a);
@@ -571,7 +584,7 @@ int agent_new(const char *config_path, Config *config, Agent **ret)
         a = calloc(1, sizeof(*a));
         if (!a)
                 return -ENOMEM;
-        a->config = config;
+        a->config = config_ref(config);
         a->config_path = strdup(config_path);
         if (!a->config_path) {
                 agent_free(a);
@@ -608,7 +621,7 @@ Agent *agent_free(Agent *a)
                 free(a->topics[k]);
         free(a->last_fw_version);
         sd_event_unref(a->event);
-        config_free(a->config);
+        config_unref(a->config);
         free(a->config_path);
         free(a);
         return NULL;

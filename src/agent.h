@@ -16,7 +16,11 @@ typedef struct Agent Agent;
  */
 int agent_load_config(const char *path, Config **ret);
 
-/* Takes ownership of CONFIG (loaded from CONFIG_PATH, which SIGHUP re-reads). */
+/*
+ * Takes a reference of its own on CONFIG (loaded from CONFIG_PATH, which
+ * SIGHUP re-reads): the caller keeps, and drops, its own whatever the
+ * result. Returns 0 and a new Agent, or -errno with nothing kept.
+ */
 int agent_new(const char *config_path, Config *config, Agent **ret);
 Agent *agent_free(Agent *a);
 

@@ -203,7 +203,7 @@ static void loader_done(Loader *l)
                         explicit_bzero(s->value.sval, strlen(s->value.sval));
                 config_destroy(&l->cfg);
         }
-        config_free(l->config);
+        config_unref(l->config);
 }
 
 static void loader_error(Loader *l, const config_setting_t *s, const char *key, const char *format, ...)
@@ -491,6 +491,7 @@ static Config *config_new(const char *path)
                 return NULL;
 
         *c = (Config){
+                .n_ref = 1,
                 .log_level = LOG_INFO,
                 .mqtt_keepalive = 60,
                 .mqtt_reconnect_max = 60,
@@ -512,7 +513,7 @@ static Config *config_new(const char *path)
         return TAKE_PTR(c);
 }
 
-Config *config_free(Config *c)
+static Config *config_free(Config *c)
 {
         if (!c)
                 return NULL;
@@ -1278,4 +1279,23 @@ bool config_session_equal(const Config *a, const Config *b)
                streq_ptr(a->mqtt_client_id, b->mqtt_client_id) && a->mqtt_keepalive == b->mqtt_keepalive &&
                streq_ptr(a->mqtt_ca_file, b->mqtt_ca_file) && streq_ptr(a->product_id, b->product_id) &&
                streq_ptr(a->product_secret, b->product_secret) && streq_ptr(a->device_id, b->device_id);
+}
+
+Config *config_ref(Config *c)
+{
+        if (c) {
+                assert(c->n_ref > 0);
+                c->n_ref++;
+        }
+        return c;
+}
+
+Config *config_unref(Config *c)
+{
+        if (!c)
+                return NULL;
+        assert(c->n_ref > 0);
+        if (--c->n_ref > 0)
+                return NULL;
+        return config_free(c);
 }

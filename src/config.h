@@ -24,6 +24,7 @@ typedef enum IdSource {
 } IdSource;
 
 typedef struct Config {
+        unsigned n_ref;
         char *path; /* the file this came from */
         int log_level; /* LOG_ERR … LOG_DEBUG; "log_level" key, default info */
         char *state_dir; /* absolute; default /var/lib/krtiot */
@@ -79,12 +80,23 @@ typedef struct Config {
  */
 int config_load(const char *path, FILE *errors, Config **ret);
 
-Config *config_free(Config *c);
-static inline void config_freep(Config **c)
+/*
+ * The lifetime rule: a Config is reference-counted. config_load() hands out
+ * one reference; every object that keeps a Config beyond a call (the Agent,
+ * Registration, Ota) takes its own with config_ref() and drops it with
+ * config_unref() when it lets go of it or is freed. So a reload, which
+ * replaces the Agent's Config, can never leave a holder pointing at freed
+ * memory: the old one lives until its last holder is re-pointed or freed.
+ * A Config never changes once loaded.
+ */
+Config *config_ref(Config *c);
+/* Drops a reference; frees C (erasing the secret) with the last one. Returns NULL. */
+Config *config_unref(Config *c);
+static inline void config_unrefp(Config **c)
 {
-        config_free(*c);
+        config_unref(*c);
 }
-#define _cleanup_config_ __attribute__((cleanup(config_freep)))
+#define _cleanup_config_ __attribute__((cleanup(config_unrefp)))
 
 /* Whether the MQTT session parameters (and the identity) differ. */
 bool config_session_equal(const Config *a, const Config *b);

@@ -130,7 +130,7 @@ int main(int argc, char *argv[])
                        "  OTA hook  %s\n",
                        arg_config, config->mqtt_uri, config->mqtt_client_id, config->product_id,
                        config->device_id, id_source_name(config), config->state_dir, config->ota_hook);
-                config_free(config);
+                config_unref(config);
                 return 0;
         }
         if (!arg_verbose)
@@ -140,10 +140,10 @@ int main(int argc, char *argv[])
         curl_global_init(CURL_GLOBAL_DEFAULT);
 
         r = agent_new(arg_config, config, &agent);
-        if (r < 0) {
-                config_free(config);
+        config = config_unref(config); /* the Agent holds its own reference */
+        if (r < 0)
                 log_error_errno(r, "Cannot start: %m");
-        } else
+        else
                 r = agent_run(agent);
 
         agent_free(agent);

@@ -52,7 +52,7 @@ typedef void (*VersionThen)(Ota *o, const char *running);
 
 struct Ota {
         sd_event *event;
-        const Config *config;
+        Config *config; /* a reference of our own */
         OtaCallbacks callbacks;
         void *userdata;
 
@@ -762,22 +762,24 @@ void ota_start(Ota *o)
 
 /* ---- lifecycle ---- */
 
-int ota_new(sd_event *event, const Config *config, const OtaCallbacks *callbacks, void *userdata, Ota **ret)
+int ota_new(sd_event *event, Config *config, const OtaCallbacks *callbacks, void *userdata, Ota **ret)
 {
         Ota *o = calloc(1, sizeof(*o));
 
         if (!o)
                 return -ENOMEM;
         o->event = sd_event_ref(event);
-        o->config = config;
+        o->config = config_ref(config);
         o->callbacks = *callbacks;
         o->userdata = userdata;
         *ret = o;
         return 0;
 }
 
-void ota_set_config(Ota *o, const Config *config)
+void ota_set_config(Ota *o, Config *config)
 {
+        config_ref(config);
+        config_unref(o->config);
         o->config = config;
 }
 
@@ -794,6 +796,7 @@ Ota *ota_free(Ota *o)
                 free(o->unsent[i]);
         journal_free(o->journal);
         sd_event_unref(o->event);
+        config_unref(o->config);
         free(o);
         return NULL;
 }

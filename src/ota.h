@@ -23,10 +23,10 @@ typedef struct OtaCallbacks {
         void (*report)(Ota *o, void *userdata);
 } OtaCallbacks;
 
-/* CONFIG is borrowed; ota_set_config() replaces it after a reload. */
-int ota_new(sd_event *event, const Config *config, const OtaCallbacks *callbacks, void *userdata, Ota **ret);
+/* Takes a reference on CONFIG; ota_set_config() re-points it after a reload. */
+int ota_new(sd_event *event, Config *config, const OtaCallbacks *callbacks, void *userdata, Ota **ret);
 Ota *ota_free(Ota *o);
-void ota_set_config(Ota *o, const Config *config);
+void ota_set_config(Ota *o, Config *config);
 
 /* Loads the journal and continues the job it holds. */
 void ota_start(Ota *o);

@@ -21,8 +21,8 @@
 
 struct Registration {
         sd_event *event;
-        const Config *config;
-        MqttSession *mqtt;
+        Config *config; /* a reference of our own */
+        MqttSession *mqtt; /* borrowed */
         RegistrationDone done;
         void *userdata;
 
@@ -174,7 +174,7 @@ void registration_message(Registration *reg, const PlatformMessage *m)
         reg->done(reg, m->device_secret, reg->userdata);
 }
 
-int registration_new(sd_event *event, const Config *config, MqttSession *mqtt, RegistrationDone done,
+int registration_new(sd_event *event, Config *config, MqttSession *mqtt, RegistrationDone done,
                      void *userdata, Registration **ret)
 {
         Registration *reg;
@@ -184,7 +184,7 @@ int registration_new(sd_event *event, const Config *config, MqttSession *mqtt, R
         if (!reg)
                 return -ENOMEM;
         reg->event = sd_event_ref(event);
-        reg->config = config;
+        reg->config = config_ref(config);
         reg->mqtt = mqtt;
         reg->done = done;
         reg->userdata = userdata;
@@ -201,12 +201,20 @@ int registration_new(sd_event *event, const Config *config, MqttSession *mqtt, R
         return 0;
 }
 
+void registration_set_config(Registration *reg, Config *config)
+{
+        config_ref(config);
+        config_unref(reg->config);
+        reg->config = config;
+}
+
 Registration *registration_free(Registration *reg)
 {
         if (!reg)
                 return NULL;
         sd_event_source_disable_unref(reg->timer);
         sd_event_unref(reg->event);
+        config_unref(reg->config);
         free(reg->topic_post);
         free(reg->topic_set);
         erase_and_free(reg->stored_secret);

@@ -25,9 +25,17 @@ typedef struct Registration Registration;
  */
 typedef void (*RegistrationDone)(Registration *reg, const char *secret, void *userdata);
 
-int registration_new(sd_event *event, const Config *config, MqttSession *mqtt, RegistrationDone done,
+/*
+ * Takes a reference on CONFIG (and gives it back when freed or re-pointed);
+ * MQTT is borrowed from the Agent, which outlives the Registration.
+ * Returns 0 or -errno.
+ */
+int registration_new(sd_event *event, Config *config, MqttSession *mqtt, RegistrationDone done,
                      void *userdata, Registration **ret);
 Registration *registration_free(Registration *reg);
+
+/* A reload: from now on CONFIG (same product and device IDs: the Agent restarts the flow otherwise). */
+void registration_set_config(Registration *reg, Config *config);
 
 /* The session with the product secret is up: subscribe and ask. */
 void registration_connected(Registration *reg);

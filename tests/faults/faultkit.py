@@ -208,18 +208,21 @@ class RestartableNginx(Nginx):
 
     def down(self, how="stop"):
         """HOW: "stop" (SIGTERM to the master: nginx's fast shutdown, what
-        `nginx -s stop` sends) or "kill" (SIGKILL to each worker, then the
-        master, all by PID)."""
+        `nginx -s stop` sends) or "kill" (SIGKILL to the master, then to each
+        of its workers, all by PID)."""
         if not self.proc or self.proc.poll() is not None:
             self.proc = None
             return
         if how == "kill":
-            for pid in _children(self.proc.pid):
+            # The master first: a master that sees a worker die forks a new one, which the master's
+            # death would then orphan, still holding the listening socket.
+            workers = _children(self.proc.pid)
+            self.proc.kill()
+            for pid in workers:
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-            self.proc.kill()
         else:
             self.proc.terminate()
         try:

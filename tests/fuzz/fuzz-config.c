@@ -102,6 +102,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 abort();
         if (!config_session_equal(c, c))
                 abort();
-        config_free(c);
+        config_unref(c);
         return 0;
 }

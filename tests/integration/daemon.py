@@ -88,6 +88,27 @@ class WaitTimeout(AssertionError):
     pass
 
 
+_strace_problem = []
+
+
+def strace_missing():
+    """Why strace cannot trace a child here (a sentence), or None: not
+    installed, or ptrace refused (a container without CAP_SYS_PTRACE, a
+    Yama ptrace_scope of 3). Tried once per run."""
+    import shutil
+    if not _strace_problem:
+        path = shutil.which("strace")
+        if path is None:
+            _strace_problem.append("strace is not installed")
+        else:
+            r = subprocess.run([path, "-f", "-o", "/dev/null", "--", "/bin/true"], stdin=subprocess.DEVNULL,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=20)
+            _strace_problem.append(None if r.returncode == 0 else
+                                   "strace cannot trace here (ptrace not allowed?): exit %d: %s"
+                                   % (r.returncode, r.stdout.strip()[:200]))
+    return _strace_problem[0]
+
+
 # -- libconfig ------------------------------------------------------------------
 
 def libconfig_value(v):

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from daemon import EX_CONFIG, REPO, Daemon, restart_broker
+from daemon import EX_CONFIG, REPO, Daemon, restart_broker, strace_missing
 
 ID_RE = re.compile(r"[0-9A-Z]{12}")
 OTA_SET = "/sys/P1/D1/thing/ota/set"
@@ -247,6 +247,51 @@ def test_sighup_reloads_and_new_interval_takes_effect(krtiotd, platform, notify_
     assert d.running() and d.starts == 1
 
 
+def test_reloads_never_postpone_the_periodic_report(krtiotd, platform):
+    """A reload used to re-arm the report timer from the moment of the
+    reload: reloading more often than report.interval stopped periodic
+    reports altogether. Reloads every second, interval 3 s: a report still
+    comes every 3 s."""
+    d, first = started(krtiotd, platform, config={"report.interval": 3})
+    end = time.monotonic() + 7.6
+    while time.monotonic() < end:
+        d.signal(signal.SIGHUP)
+        time.sleep(0.5)
+    reports = platform.messages("D1", cmd=10, kind="ota/post", since=first.seq + 1)
+    assert len(reports) >= 2, "%d periodic report(s) in 7.6 s of reloads every 0.5 s" % len(reports)
+    assert_spacing(first, reports[0], 3)
+    assert_spacing(reports[0], reports[1], 3)
+    assert d.running() and d.starts == 1
+
+
+def test_changed_interval_counts_from_the_last_report(krtiotd, platform):
+    """A new report.interval counts from the last report, not from the reload."""
+    d, first = started(krtiotd, platform)  # report.interval 3600
+    time.sleep(3)
+    d.write_config({"report.interval": 6})
+    d.signal(signal.SIGHUP)
+    second = platform.wait_for_report("D1", since=first.seq + 1, timeout=15)
+    assert_spacing(first, second, 6)  # at first + 6 s; from the reload it would be first + 9 s
+
+
+@pytest.mark.parametrize("syscall", ["epoll_create1"])
+def test_failed_start_exits_1_and_frees_once(krtiotd, syscall):
+    """agent_new() failing (sd_event_new() cannot make its epoll fd) used to
+    free the Config through agent_free(), then main() freed it again: glibc
+    aborted ("double free"). It must exit 1 and say why."""
+    why = strace_missing()
+    if why:
+        pytest.skip(why)
+    d = krtiotd(start=False)
+    cmd = ["strace", "-f", "-o", "/dev/null", "-e", "trace=" + syscall,
+           "-e", "inject=%s:error=EMFILE" % syscall, "--"] + d.command()
+    r = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       text=True, env=d._env(), timeout=30)
+    assert r.returncode == 1, "exit %d; output:\n%s" % (r.returncode, r.stdout)
+    assert re.search(r"<3>Cannot start: Too many open files", r.stdout), r.stdout
+    assert "double free" not in r.stdout and "AddressSanitizer" not in r.stdout, r.stdout
+
+
 def test_sighup_with_broken_config_keeps_old_config(krtiotd, platform, notify_socket):
     d, first = started(krtiotd, platform, config={"report.interval": 2})
     log_mark = d.log_mark()
@@ -364,7 +409,7 @@ def test_issued_secret_never_in_log(krtiotd, platform, notify_socket):
     platform.enable_registration("P1", "product-secret-4b1e", devices=["D1"])
     d = krtiotd(seed=False, product_secret="product-secret-4b1e", config={"registration.timeout": 5})
     platform.wait_registration_event("D1", "password-changed", timeout=30)
-    mark = platform.mark()
+    _, mark = platform.password_change("D1")
     platform.wait_for_report("D1", since=mark, timeout=30)
     secret = platform.issued_secret("D1")
     assert d.stop() == 0

@@ -191,6 +191,7 @@ class Platform:
         self._reg = {}          # product_id -> dict(secret, mode)
         self._issued = {}       # device_id -> [secrets]
         self._reg_events = []   # (device_id, what, request_id)
+        self._password_change = {}  # device_id -> (monotonic time, mark) just before the change
         self._reg_queue = queue.Queue()
         self._reg_thread = None
         self._closing = False
@@ -514,6 +515,13 @@ class Platform:
         with self._lock:
             return [e for e in self._reg_events if device_id is None or e[0] == device_id]
 
+    def password_change(self, device_id):
+        """(monotonic time, mark) taken just before the platform changed
+        DEVICE_ID's password to the issued secret, or None. Every message sent
+        with the new secret comes after both."""
+        with self._lock:
+            return self._password_change.get(device_id)
+
     def wait_registration_event(self, device_id, what, timeout=15):
         deadline = time.monotonic() + timeout
         with self._lock:
@@ -581,6 +589,11 @@ class Platform:
         self._reg_event(d, "acknowledged", req_id)
         if conf["mode"] == REG_KEEP_PASSWORD:
             return
+        # The broker closes the device's session as soon as it applies the change, before its
+        # answer reaches us: the device may be back with its new secret before set_password()
+        # returns. What comes after the change is what comes after this point.
+        with self._lock:
+            self._password_change[d] = (time.monotonic(), len(self._messages))
         self.set_password(d, secret)
         self._reg_event(d, "password-changed", req_id)
         self._say("== %s now logs in with its device secret (the broker closed its session)" % d)

@@ -573,7 +573,7 @@ static void test_session_equal(void)
         b->product_secret = xstrdup("another-secret");
         ok(!config_session_equal(a, b), "session_equal: the product secret counts");
         ok(!config_session_equal(a, NULL) && config_session_equal(NULL, NULL), "session_equal: NULL");
-        ok(config_free(NULL) == NULL, "config_free(NULL) returns NULL");
+        ok(config_unref(NULL) == NULL, "config_unref(NULL) returns NULL");
 }
 
 static void test_known_keys(void)
