@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include <mosquitto.h>
@@ -38,6 +39,8 @@
 #define TAKEOVER_STREAK 3
 #define CONNECT_TIMEOUT_USEC (30 * USEC_PER_SEC)
 #define SYSTEM_CA_DIR "/etc/ssl/certs"
+/* A hung-up connection: at most this many packets the broker sent before are still read. */
+#define MAX_PACKETS_AFTER_HANGUP 64
 
 typedef enum SessionState {
         SESSION_IDLE,       /* stopped, or waiting for the next attempt */
@@ -217,11 +220,55 @@ static void session_after_io(MqttSession *s)
         (void)session_update_io(s);
 }
 
+/* The pending error of socket FD as -errno, or 0 when it has none to tell. */
+static int socket_error(int fd)
+{
+        int e = 0;
+        socklen_t len = sizeof(e);
+
+        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &len) < 0)
+                return 0;
+        return -e;
+}
+
+/*
+ * The socket hung up or failed. libmosquitto does not always close it: over
+ * TLS, SSL_connect() failing with SSL_ERROR_SYSCALL (a refused or reset
+ * connection) leaves it open with want_connect set, and epoll then reports
+ * EPOLLHUP at once, forever: a busy loop until the connect timeout. So the
+ * end of the socket is decided here. A connected session first reads what
+ * the broker sent before it hung up (a bounded number of packets).
+ */
+static void session_on_hangup(MqttSession *s, int fd)
+{
+        if (s->state == SESSION_CONNECTED)
+                for (unsigned i = 0; i < MAX_PACKETS_AFTER_HANGUP && mosquitto_socket(s->mosq) >= 0; i++)
+                        (void)mosquitto_loop_read(s->mosq, 1);
+        if (mosquitto_socket(s->mosq) < 0)
+                return; /* libmosquitto saw the end itself */
+        if (s->state == SESSION_CONNECTING) {
+                int r = socket_error(fd);
+
+                if (r < 0)
+                        log_info_errno(r, "Cannot connect to %s:%u: %m", s->host, s->port);
+                else
+                        log_info("Cannot connect to %s:%u: the connection was closed.", s->host, s->port);
+        }
+        session_handle_end(s);
+}
+
 static int on_io(sd_event_source *source, int fd, uint32_t revents, void *userdata)
 {
         MqttSession *s = userdata;
 
-        if (revents & (EPOLLIN | EPOLLERR | EPOLLHUP))
+        if (revents & (EPOLLERR | EPOLLHUP)) {
+                session_on_hangup(s, fd);
+                if (s->state == SESSION_IDLE || mosquitto_socket(s->mosq) < 0) {
+                        session_after_io(s);
+                        return 0;
+                }
+        }
+        if (revents & EPOLLIN)
                 (void)mosquitto_loop_read(s->mosq, 1);
         if ((revents & EPOLLOUT) && mosquitto_socket(s->mosq) >= 0)
                 (void)mosquitto_loop_write(s->mosq, 1);
@@ -328,6 +375,15 @@ static void session_attempt(MqttSession *s)
 {
         int rc, r;
 
+        if (!s->mosq) {
+                r = session_configure(s);
+                if (r < 0) {
+                        log_error_errno(r, "Cannot set up the MQTT client: %m");
+                        s->state = SESSION_CONNECTING;
+                        session_handle_end(s);
+                        return;
+                }
+        }
         s->connack_rc = -1;
         s->closed_by_us = false;
         s->state = SESSION_CONNECTING;
@@ -392,12 +448,23 @@ static void session_close(MqttSession *s)
         s->retry_source = sd_event_source_disable_unref(s->retry_source);
         if (s->mosq && mosquitto_socket(s->mosq) >= 0) {
                 s->closed_by_us = true;
-                (void)mosquitto_disconnect(s->mosq);
-                /* Flush the DISCONNECT if the socket takes it; libmosquitto closes the socket. */
-                if (mosquitto_socket(s->mosq) >= 0)
-                        (void)mosquitto_loop_write(s->mosq, 1);
-                if (mosquitto_socket(s->mosq) >= 0)
-                        (void)mosquitto_loop_read(s->mosq, 1);
+                if (s->state == SESSION_CONNECTED) {
+                        (void)mosquitto_disconnect(s->mosq);
+                        /* Flush the DISCONNECT if the socket takes it; libmosquitto closes the socket. */
+                        if (mosquitto_socket(s->mosq) >= 0)
+                                (void)mosquitto_loop_write(s->mosq, 1);
+                        if (mosquitto_socket(s->mosq) >= 0)
+                                (void)mosquitto_loop_read(s->mosq, 1);
+                }
+                /*
+                 * Not connected yet (a TCP or TLS handshake was under way), or the DISCONNECT did not
+                 * close it: libmosquitto has no call that only closes its socket, and over TLS it keeps
+                 * one whose handshake failed. The client goes; the next attempt makes a new one.
+                 */
+                if (mosquitto_socket(s->mosq) >= 0) {
+                        mosquitto_destroy(s->mosq);
+                        s->mosq = NULL;
+                }
         }
         s->state = SESSION_IDLE;
 }
