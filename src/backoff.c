@@ -26,6 +26,11 @@ void backoff_reset(Backoff *b)
         b->attempt = 0;
 }
 
+void backoff_to_max(Backoff *b)
+{
+        b->attempt = MAX(b->attempt, 64u);
+}
+
 uint64_t backoff_ceiling(const Backoff *b)
 {
         /* initial << attempt would overflow (or shift out of range): the cap is reached long before. */

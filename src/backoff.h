@@ -17,6 +17,8 @@ typedef struct Backoff {
 
 void backoff_init(Backoff *b, uint64_t initial_usec, uint64_t max_usec);
 void backoff_reset(Backoff *b);
+/* From now on the ceiling is the cap: for a failure that retrying soon cannot help. */
+void backoff_to_max(Backoff *b);
 
 /* The ceiling of the next delay, without jitter: min(max, initial * 2^attempt). */
 uint64_t backoff_ceiling(const Backoff *b);

@@ -70,6 +70,7 @@ struct MqttSession {
         uint64_t connected_at; /* CLOCK_MONOTONIC usec of the CONNACK */
         int connack_rc;         /* -1 until a CONNACK arrived for this attempt */
         bool closed_by_us;
+        bool qos_downgraded; /* this connection's SUBACK granted less than QoS 1 */
         unsigned takeover_streak;
 };
 
@@ -88,6 +89,8 @@ const char *mqtt_end_to_string(MqttEnd end)
                 [MQTT_END_REFUSED_OTHER] = "the broker refused the connection",
                 [MQTT_END_CONNECT_FAILED] = "could not connect to the broker",
                 [MQTT_END_LOST] = "the connection to the broker was lost",
+                [MQTT_END_QOS_REFUSED] = "the broker closed the connection: it grants QoS 0 only, and this "
+                                         "device needs QoS 1 (mosquitto: max_qos)",
         };
 
         return end >= 0 && end < _MQTT_END_MAX ? table[end] : "unknown";
@@ -153,10 +156,19 @@ static void on_message(struct mosquitto *mosq, void *userdata, const struct mosq
 
 static void on_subscribe(struct mosquitto *mosq, void *userdata, int mid, int qos_count, const int *granted)
 {
-        for (int i = 0; i < qos_count; i++)
+        MqttSession *s = userdata;
+
+        for (int i = 0; i < qos_count; i++) {
                 if (granted[i] > 2)
                         log_warning("The broker refused a subscription (not authorised?): "
                                     "commands on that topic will not arrive.");
+                else if (granted[i] < 1 && !s->qos_downgraded) {
+                        s->qos_downgraded = true;
+                        log_warning("The broker granted QoS 0 where QoS 1 was asked: commands may be lost, and "
+                                    "a broker limited to QoS 0 closes the connection at our first QoS 1 "
+                                    "message (mosquitto: max_qos).");
+                }
+        }
 }
 
 static void on_log(struct mosquitto *mosq, void *userdata, int level, const char *str)
@@ -182,7 +194,12 @@ static void session_handle_end(MqttSession *s)
                 if (up >= HEALTHY_USEC)
                         backoff_reset(&s->backoff);
 
-                if (!s->closed_by_us && up < TAKEOVER_WINDOW_USEC) {
+                if (!s->closed_by_us && up < HEALTHY_USEC && s->qos_downgraded) {
+                        /* Not a take-over: the broker drops QoS 1 senders. Retrying soon cannot help. */
+                        end = MQTT_END_QOS_REFUSED;
+                        s->takeover_streak = 0;
+                        backoff_to_max(&s->backoff);
+                } else if (!s->closed_by_us && up < TAKEOVER_WINDOW_USEC) {
                         if (++s->takeover_streak == TAKEOVER_STREAK)
                                 log_warning("The broker closed the connection %u times in a row soon after "
                                             "accepting it: the connection keeps being taken over. Another "
@@ -386,6 +403,7 @@ static void session_attempt(MqttSession *s)
         }
         s->connack_rc = -1;
         s->closed_by_us = false;
+        s->qos_downgraded = false;
         s->state = SESSION_CONNECTING;
 
         rc = mosquitto_connect_async(s->mosq, s->host, (int)s->port, (int)s->keepalive);

@@ -35,6 +35,7 @@ typedef enum MqttEnd {
         MQTT_END_REFUSED_OTHER,  /* CONNACK: another refusal (protocol, identifier, unavailable) */
         MQTT_END_CONNECT_FAILED, /* no connection: refused, unreachable, TLS failure, timeout */
         MQTT_END_LOST,           /* an accepted connection ended */
+        MQTT_END_QOS_REFUSED,    /* closed after the broker granted QoS 0 only (mosquitto's max_qos 0) */
         _MQTT_END_MAX,
 } MqttEnd;
 

@@ -448,3 +448,25 @@ def test_unique_client_ids_coexist(krtiotd, platform, broker):
     assert "already connected" not in broker.log_text()
     assert not _takeover_logged([d1, d2])
     assert re.search(r" as P1-D1 ", broker.log_text()) and re.search(r" as P1-D2 ", broker.log_text())
+
+
+def test_broker_granting_qos0_only_is_named_not_blamed_on_a_twin(krtiotd, platform, broker, notify_socket):
+    """mosquitto with max_qos 0 grants QoS 0 and drops the connection at our
+    first QoS 1 publish. That used to be reported as a take-over by another
+    client with the same client id, with quick reconnects. The log and
+    STATUS= name the real cause, and the retries back off to reconnect_max."""
+    d = krtiotd(config={"mqtt.reconnect_max": 5}, start=False)  # provisioned while the broker takes QoS 1
+    with open(broker.conf_path, "a") as f:
+        f.write("max_qos 0\n")
+    broker.restart()  # the platform cannot work with this broker either: it is not waited for
+    d.start()
+    d.wait_log(r"<4>The broker granted QoS 0 where QoS 1 was asked", timeout=15)
+    d.wait_log(r"grants QoS 0 only, and this device needs QoS 1.*retrying in [1-5] s", timeout=15)
+    assert "Too high QoS in PUBLISH" in broker.log_text(), "the premise failed: the broker did not drop us"
+    notify_socket.wait_for(re.compile(r"^STATUS=Offline: .*grants QoS 0 only"), timeout=10)
+    time.sleep(8)
+    assert not re.search(r"taken over", d.log_text(), re.I), "blamed on another client with our client id"
+    delays = [int(x) for x in re.findall(r"QoS 1 \(mosquitto: max_qos\) \(tcp://[^)]*\); retrying in (\d+) s",
+                                         d.log_text())]
+    assert delays and max(delays) <= 5, delays
+    assert d.running()

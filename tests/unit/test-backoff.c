@@ -36,6 +36,13 @@ static void test_ceilings(void)
         is_int(backoff_ceiling(&b), 1 * USEC_PER_SEC, "after reset the ceiling is the initial 1 s again");
         is_int(b.attempt, 0, "  and the counter is 0");
         is_int(b.max_usec, 60 * USEC_PER_SEC, "  and the cap is kept");
+
+        backoff_to_max(&b);
+        is_int(backoff_ceiling(&b), 60 * USEC_PER_SEC, "backoff_to_max: the next ceiling is the cap");
+        (void)backoff_next_with(&b, 0);
+        is_int(backoff_ceiling(&b), 60 * USEC_PER_SEC, "  and stays there");
+        backoff_reset(&b);
+        is_int(backoff_ceiling(&b), 1 * USEC_PER_SEC, "  until a reset");
 }
 
 static void test_jitter_bounds(void)
