@@ -25,7 +25,7 @@ seconds=${FUZZ_SECONDS:-20}
 cc=${FUZZ_CC:-clang}
 max_len=${FUZZ_MAX_LEN:-20000}
 crash_dir=${FUZZ_CRASH_DIR:-$here/crashes}
-all_targets="protocol config journal credentials"
+all_targets="protocol config journal credentials wire"
 targets=${*:-$all_targets}
 
 mkdir -p "$out" || exit 1
@@ -37,7 +37,8 @@ sources() {
         protocol) echo "src/protocol.c" ;;
         journal) echo "src/journal.c src/util/fileio.c src/util/random-id.c" ;;
         credentials) echo "src/credentials.c src/util/fileio.c src/util/random-id.c" ;;
-        config) echo "src/config.c src/log.c src/util/fileio.c src/util/random-id.c" ;;
+        config) echo "src/config.c src/log.c src/util/fileio.c src/util/random-id.c src/util/strings.c" ;;
+        wire) echo "src/util/wire.c" ;;
         *) return 1 ;;
         esac
 }
