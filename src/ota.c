@@ -619,7 +619,7 @@ void ota_command(Ota *o, const PlatformMessage *m)
         old = ota_job(o);
         if (!o->hook)
                 o->journal->job = j;
-        r = journal_remember_recent(o->journal, m->id, m->fw_version);
+        r = journal_remember_recent(o->journal, m->id, m->fw_version, NULL);
         if (r >= 0) {
                 r = ota_save(o);
                 if (r < 0)
