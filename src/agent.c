@@ -361,6 +361,7 @@ static void agent_handle_ota_message(Agent *a, const PlatformMessage *m)
 {
         switch (m->cmd) {
         case CMD_OTA:
+        case CMD_NONE: /* an ID but no usable CMD: refused with a CMD 11 receipt */
                 ota_command(a->ota, m);
                 break;
         default:
@@ -386,8 +387,9 @@ static void on_message(MqttSession *s, const char *topic, const void *payload, s
         if (r < 0) {
                 log_warning("Dropped a message on %s: %s.", topic,
                             r == -EMSGSIZE ? "larger than 16 KiB"
-                            : r == -ENOMSG ? "no CMD or no ID"
-                                           : "not a valid JSON object of the platform's format");
+                            : r == -ENOMSG ? "no ID"
+                                           : "not a JSON object of the platform's format with a string or "
+                                             "integer ID");
                 return;
         }
 

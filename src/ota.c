@@ -14,8 +14,12 @@
  *  - the journal is written before each phase's work starts, so a restart
  *    resumes the phase it finds (downloading resumes with Range, installing
  *    reruns the hook, reboot-pending checks the running version);
- *  - the receipt of a valid command is sent before any download, and the
- *    same command ID is receipted again without changing anything;
+ *  - every command gets a receipt: OK before any download, or FAIL with a
+ *    REASON; either answer is journaled before it is sent, and the same
+ *    command ID gets the same answer again without changing anything
+ *    (refusals that a retry may cure - no journal, a journal write that
+ *    failed, no memory - and IDs longer than PROTOCOL_MAX_ID are not
+ *    remembered);
  *  - a job that failed is remembered by ID: the same command never starts
  *    the same failing install again (no rollback loop);
  *  - the job's files are named by a local random key, never by anything the
@@ -573,12 +577,46 @@ static void ota_drop_active(Ota *o, Job *old, const Job *j)
         job_unlink(o, old, "img");
 }
 
-static bool ota_seen(const Ota *o, const char *id)
+/*
+ * A command seen before (QoS 1 redelivery, a retained message, the platform
+ * re-sending) gets the answer it got then and changes nothing: FAIL with the
+ * same REASON, or OK (then, for a job that failed, a version report too).
+ * Returns whether ID was seen.
+ */
+static bool ota_answer_again(Ota *o, const char *id)
 {
+        const JournalEntry *e = journal_find_recent(o->journal, id);
+        bool failed = journal_is_failed(o->journal, id);
         Job *j = ota_job(o);
 
-        return journal_is_recent(o->journal, id) || journal_is_failed(o->journal, id) || (j && strcmp(j->id, id) == 0) ||
-               (o->queued && strcmp(o->queued->id, id) == 0);
+        if (e && e->reason) {
+                log_info("Command %s was refused before (%s); refusing it again.", id, e->reason);
+                ota_publish_receipt(o, id, false, e->reason);
+                return true;
+        }
+        if (!e && !failed && !(j && strcmp(j->id, id) == 0) &&
+            !(o->queued && strcmp(o->queued->id, id) == 0))
+                return false;
+
+        log_info("Command %s was received before; acknowledging it again.", id);
+        ota_publish_receipt(o, id, true, NULL);
+        if (failed)
+                o->callbacks.report(o, o->userdata);
+        return true;
+}
+
+/*
+ * Refuses command ID for REASON. Remembered like an accepted command (one
+ * journal write, before the receipt), so that the same ID gets the same
+ * answer again and never starts a job. If the write fails it stays
+ * remembered in memory: the answer is the same either way.
+ */
+static void ota_refuse(Ota *o, const char *id, const char *reason)
+{
+        log_warning("Refused command %s: %s.", id, reason);
+        if (journal_remember_recent(o->journal, id, NULL, reason) >= 0)
+                (void)ota_save(o);
+        ota_publish_receipt(o, id, false, reason);
 }
 
 void ota_command(Ota *o, const PlatformMessage *m)
@@ -587,23 +625,25 @@ void ota_command(Ota *o, const PlatformMessage *m)
         Job *j = NULL, *old;
         int r;
 
+        /* Refusals that are not remembered: the same command may succeed later. */
         if (!o->journal) {
                 ota_publish_receipt(o, m->id, false, "the device cannot take updates now (no job journal)");
                 return;
         }
-        if (ota_seen(o, m->id)) {
-                /* QoS 1 redelivery, a retained message, the platform re-sending: same answer, no change. */
-                log_info("Command %s was received before; acknowledging it again.", m->id);
-                ota_publish_receipt(o, m->id, true, NULL);
-                if (journal_is_failed(o->journal, m->id))
-                        o->callbacks.report(o, o->userdata);
+        if (strlen(m->id) > PROTOCOL_MAX_ID) {
+                /* Never journaled: IDs that long would make the journal too large to load again. */
+                reason = m->invalid ? m->invalid : "ID too long";
+                log_warning("Refused a command with an ID of %zu bytes: %s.", strlen(m->id), reason);
+                ota_publish_receipt(o, m->id, false, reason);
                 return;
         }
 
-        reason = ota_validate(o, m);
+        if (ota_answer_again(o, m->id))
+                return;
+
+        reason = m->invalid ? m->invalid : ota_validate(o, m);
         if (reason) {
-                log_warning("Refused command %s: %s.", m->id, reason);
-                ota_publish_receipt(o, m->id, false, reason);
+                ota_refuse(o, m->id, reason);
                 return;
         }
 

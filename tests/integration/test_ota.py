@@ -239,6 +239,100 @@ def test_bad_commands_are_refused_without_download(device, nginx, www, platform)
     assert dv.files() == []
 
 
+# -- 2b: every command with an ID is answered, and the answer is remembered -------
+
+OTA_SET = "/sys/P1/D1/thing/ota/set"
+BAD_CMD = "CMD must be a non-negative integer or a string of 1-9 digits"
+
+
+DROP = object()  # a key to leave out
+
+
+def _cmd(cmd_id, url, version="2.0.1"):
+    return {"CMD": 11, "ID": cmd_id, "URL": url, "FW_VERSION": version}
+
+
+def _refused(name, url):
+    """(ID, message, REASON) of the commands SPEC 5.1 answers FAIL, each with a bad field."""
+    cases = {
+        "url-number": (dict(URL=5), "URL must be a string"),
+        "url-4097": (dict(URL="http://127.0.0.1/" + "u" * 4080), "URL longer than 4096 bytes"),
+        "version-number": (dict(FW_VERSION=2.0), "FW_VERSION must be a string"),
+        "md5-array": (dict(MD5=[]), "MD5 must be a string"),
+        "sha256-bool": (dict(SHA256=True), "SHA256 must be a string"),
+        "size-string": (dict(SIZE="12a"), "SIZE must be a non-negative integer or a string of 1-20 digits"),
+        "no-cmd": (dict(CMD=DROP), "CMD missing"),
+        "cmd-bool": (dict(CMD=True), BAD_CMD),
+        "version-space": (dict(FW_VERSION="1.0 beta"), "FW_VERSION must be 1-64 characters of 0-9A-Za-z._+~-"),
+        "ftp": (dict(URL="ftp://127.0.0.1/fw.img"), "URL must be http:// or https://"),
+    }
+    fields, reason = cases[name]
+    cmd_id = "R%s" % name.upper().replace("-", "")[:11]
+    msg = _cmd(cmd_id, url)
+    msg.update(fields)
+    return cmd_id, {k: v for k, v in msg.items() if v is not DROP}, reason
+
+
+REFUSED = ["url-number", "url-4097", "version-number", "md5-array", "sha256-bool", "size-string",
+           "no-cmd", "cmd-bool", "version-space", "ftp"]
+
+
+def test_bad_fields_are_answered_fail_and_the_answer_is_remembered(device, nginx, www, platform):
+    """Review item 8 / SPEC 5.1: a field of the wrong type, a URL over the
+    limit, a missing or bad CMD are answered BACK FAIL with a REASON (they
+    were dropped silently). The same ID again, now with a good command, gets
+    the same answer and starts nothing, also after a restart (journaled)."""
+    image(www, "fw.img", 64 * 1024)
+    dv = device(nginx).start()
+    url = nginx.url("fw.img")
+    mark = platform.mark()
+    cases = [_refused(name, url) for name in REFUSED]
+    for _cmd_id, msg, _reason in cases:
+        platform.send_raw(OTA_SET, json.dumps(msg))
+    for cmd_id, _msg, reason in cases:
+        r = platform.wait_for_receipt("D1", cmd_id, since=mark)
+        assert (r.cmd, r.get("BACK"), r.get("REASON")) == (11, "FAIL", reason), r
+
+    recent = {e["id"]: e.get("reason") for e in dv.journal().get("recent", [])}
+    for cmd_id, _msg, reason in cases:
+        assert recent.get(cmd_id) == reason, "refusal of %s not journaled: %r" % (cmd_id, recent)
+
+    def same_ids_again(since):
+        for cmd_id, _msg, _reason in cases:
+            platform.send_raw(OTA_SET, json.dumps(_cmd(cmd_id, url)))  # a good command now
+        for cmd_id, _msg, reason in cases:
+            r = platform.wait_for_receipt("D1", cmd_id, since=since)
+            assert (r.get("BACK"), r.get("REASON")) == ("FAIL", reason), (cmd_id, r)
+
+    mark2 = platform.mark()
+    same_ids_again(mark2)
+    dv.d.stop()
+    mark3 = platform.mark()
+    dv.d.start()
+    platform.wait_for_report("D1", since=mark3, timeout=20)
+    same_ids_again(mark3)
+    time.sleep(1.5)
+    assert [m for m in platform.messages("D1", since=mark2)
+            if not (m.cmd == 10 or (m.cmd == 11 and m.get("BACK") == "FAIL"))] == []
+    assert nginx.access_log() == [], "a refused command ID started a download"
+    assert dv.hook_calls() == []
+
+
+def test_over_long_id_is_answered_but_not_remembered(device, nginx, www, platform):
+    """An ID over 64 bytes is echoed with FAIL and its reason, and never
+    journaled (IDs that long could make the journal too big to load)."""
+    image(www, "fw.img", 64 * 1024)
+    dv = device(nginx).start()
+    long_id = "L" * 65 + "\u00e9"
+    mark = platform.mark()
+    platform.send_raw(OTA_SET, json.dumps(_cmd(long_id, nginx.url("fw.img"))))
+    r = platform.wait_for_receipt("D1", long_id, since=mark)
+    assert (r.get("BACK"), r.get("REASON")) == ("FAIL", "ID longer than 64 bytes"), r
+    assert long_id not in json.dumps(dv.journal() or {}, ensure_ascii=False)
+    time.sleep(1)
+    assert nginx.access_log() == [] and dv.hook_calls() == []
+
+
 # -- 3 ---------------------------------------------------------------------------
 
 def test_same_id_after_done_is_receipted_again_without_download(device, nginx, www, platform):
