@@ -388,6 +388,7 @@ static void on_message(MqttSession *s, const char *topic, const void *payload, s
                 log_warning("Dropped a message on %s: %s.", topic,
                             r == -EMSGSIZE ? "larger than 16 KiB"
                             : r == -ENOMSG ? "no ID"
+                            : r == -ERANGE ? "an integer ID beyond 64 bits, which cannot be echoed exactly"
                                            : "not a JSON object of the platform's format with a string or "
                                              "integer ID");
                 return;

@@ -15,7 +15,11 @@
  *  - ID is a string of 1-PROTOCOL_MAX_ID bytes. A JSON integer is taken too,
  *    as its decimal text: a platform that numbers its commands still gets an
  *    answer (the receipt echoes the ID as a string; dropping the command
- *    would leave it unanswered for good).
+ *    would leave it unanswered for good). json-c saturates integers beyond
+ *    64 bits without telling (UINT64_MAX above, INT64_MIN below; checked
+ *    against json-c 0.16 by a unit test), so those two values are refused:
+ *    the ID they stand for cannot be echoed exactly, and an answer with
+ *    another ID would answer a command that was never sent.
  *  - CMD is a non-negative integer or a string of 1-9 digits.
  *  - A null value counts as an absent key.
  *  - Every command with an ID gets an answer (SPEC 5.1): once the ID
@@ -25,7 +29,7 @@
  *    its CMD and ID; the caller refuses it with that reason. Nothing is
  *    ever half-used.
  *  - Without an ID, or with one that cannot be echoed, there is nothing to
- *    answer: the message is dropped (-ENOMSG, -EBADMSG).
+ *    answer: the message is dropped (-ENOMSG, -EBADMSG, -ERANGE).
  * The payload buffer belongs to the caller (libmosquitto); the copies of
  * DEVICE_SECRET made here, json-c's parse buffer and string included, are
  * erased before they are freed. (Not reachable: a block json-c's printbuf
@@ -295,13 +299,17 @@ static int parse_cmd(json_object *o, int *ret)
         return -EBADMSG;
 }
 
-/* An integer ID as its decimal text. */
+/* An integer ID as its decimal text, or -ERANGE when json-c may have saturated it. */
 static int parse_int_id(json_object *v, char **ret)
 {
         int64_t i = json_object_get_int64(v);
         uint64_t u = json_object_get_uint64(v);
         char buf[sizeof("-9223372036854775808")];
 
+        /* json-c 0.16 reads numbers above UINT64_MAX as UINT64_MAX and below INT64_MIN as INT64_MIN,
+         * with no error: those two cannot be told from what they stand for. */
+        if (i == INT64_MIN || u == UINT64_MAX)
+                return -ERANGE;
         /* get_int64() clamps to INT64_MAX what json-c holds as a uint64: read those unsigned. */
         if (i == INT64_MAX)
                 (void)snprintf(buf, sizeof(buf), "%" PRIu64, u);
@@ -314,7 +322,8 @@ static int parse_int_id(json_object *v, char **ret)
 /*
  * Returns 0 with the ID (and *reason set when it is longer than
  * PROTOCOL_MAX_ID: answered, but not remembered), or -ENOMSG (absent),
- * -EBADMSG (empty, with a NUL, neither a string nor an integer), -ENOMEM.
+ * -EBADMSG (empty, with a NUL, neither a string nor an integer), -ERANGE
+ * (an integer json-c may have altered), -ENOMEM.
  */
 static int parse_id(json_object *o, char **ret, const char **reason)
 {

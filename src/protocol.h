@@ -76,6 +76,8 @@ typedef struct PlatformMessage {
  *   -EMSGSIZE  payload over PROTOCOL_MAX_PAYLOAD
  *   -EBADMSG   not strict UTF-8, not JSON, not one object; or an ID that is
  *              empty, holds a NUL, or is neither a string nor an integer
+ *   -ERANGE    an integer ID at or beyond the 64-bit limits (UINT64_MAX,
+ *              INT64_MIN), which json-c saturates: it cannot be echoed exactly
  *   -ENOMSG    no ID
  *   -ENOMEM
  * On failure *ret is zeroed and owns nothing. Which command numbers are

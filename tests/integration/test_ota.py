@@ -333,6 +333,26 @@ def test_over_long_id_is_answered_but_not_remembered(device, nginx, www, platfor
     assert nginx.access_log() == [] and dv.hook_calls() == []
 
 
+@pytest.mark.parametrize("cmd_id", [18446744073709551621, 18446744073709551615, -9223372036854775809])
+def test_integer_id_beyond_64_bits_is_never_echoed_altered(device, nginx, www, platform, cmd_id):
+    """Review item 9: json-c saturates integers beyond 64 bits; such an ID
+    came back as 18446744073709551615. It is dropped with a warning (there is
+    no exact ID to answer with), while a 64-bit one is echoed digit for digit."""
+    image(www, "fw.img", 64 * 1024)
+    dv = device(nginx).start()
+    url = nginx.url("fw.img")
+    mark = platform.mark()
+    log_mark = dv.d.log_mark()
+    platform.send_raw(OTA_SET, '{"CMD":11,"ID":%d,"URL":"%s","FW_VERSION":"2.0.1"}' % (cmd_id, url))
+    platform.send_raw(OTA_SET, '{"CMD":11,"ID":18446744073709551614,"URL":"%s","FW_VERSION":"1.0 x"}' % url)
+    r = platform.wait_for_receipt("D1", "18446744073709551614", since=mark)
+    assert r.get("BACK") == "FAIL"
+    dv.d.wait_log(r"<4>Dropped a message on %s: an integer ID beyond 64 bits" % OTA_SET, since=log_mark)
+    answers = [m for m in platform.messages("D1", since=mark) if m.cmd != 10]
+    assert [m.get("ID") for m in answers] == ["18446744073709551614"], answers
+    assert nginx.access_log() == []
+
+
 # -- 3 ---------------------------------------------------------------------------
 
 def test_same_id_after_done_is_receipted_again_without_download(device, nginx, www, platform):

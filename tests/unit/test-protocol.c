@@ -300,6 +300,61 @@ static void test_not_objects(void)
         is_int(protocol_parse(NULL, 0, &m), -EBADMSG, "NULL payload is -EBADMSG");
 }
 
+/*
+ * json-c 0.16 saturates integers beyond 64 bits silently: 18446744073709551621
+ * reads as UINT64_MAX, -99999999999999999999 as INT64_MIN. An ID is echoed
+ * digit for digit or not at all (-ERANGE): never as another number.
+ */
+static void test_integer_ids(void)
+{
+        static const struct {
+                const char *id;
+                int r; /* 0: echoed as the same digits */
+        } table[] = {
+                {"0", 0},
+                {"-5", 0},
+                {"9223372036854775806", 0},
+                {"9223372036854775807", 0}, /* INT64_MAX: exact, json-c reads positive numbers unsigned */
+                {"9223372036854775808", 0},
+                {"18446744073709551614", 0},       /* the largest exact one */
+                {"18446744073709551615", -ERANGE}, /* UINT64_MAX: cannot be told from what saturates to it */
+                {"18446744073709551616", -ERANGE},
+                {"18446744073709551621", -ERANGE}, /* the review's example */
+                {"99999999999999999999999999999", -ERANGE},
+                {"-9223372036854775807", 0},       /* the smallest exact one */
+                {"-9223372036854775808", -ERANGE}, /* INT64_MIN: the same, below */
+                {"-9223372036854775809", -ERANGE},
+                {"-18446744073709551621", -ERANGE},
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(table); i++) {
+                PlatformMessage m = {};
+                char buf[128], name[128];
+                int r;
+
+                snprintf(buf, sizeof(buf), "{\"CMD\":11,\"ID\":%s,\"URL\":\"http://h/f\"}", table[i].id);
+                r = parse(buf, &m);
+                snprintf(name, sizeof(name), "integer ID %s %s", table[i].id,
+                         table[i].r == 0 ? "is echoed exactly" : "is refused (-ERANGE), not altered");
+                is_int(r, table[i].r, name);
+                if (table[i].r == 0)
+                        is_str(m.id, table[i].id, "  as the same digits");
+                else
+                        ok(!m.id && !m.url && m.cmd == 0, "  and leaves the message zeroed");
+                platform_message_clear(&m);
+        }
+
+        /* The saturation this relies on: if a json-c release stops saturating, these say so. */
+        {
+                PlatformMessage m = {};
+
+                ok(parse("{\"CMD\":11,\"ID\":\"X\",\"SIZE\":18446744073709551621}", &m) == 0 && m.has_size &&
+                           m.size == UINT64_MAX,
+                   "json-c saturates numbers above UINT64_MAX to UINT64_MAX");
+                platform_message_clear(&m);
+        }
+}
+
 static void test_fields(void)
 {
         PlatformMessage m;
@@ -325,9 +380,7 @@ static void test_fields(void)
         is_str(m.id, "123456", "  as its decimal text");
         platform_message_clear(&m);
 
-        is_int(parse("{\"CMD\":11,\"ID\":18446744073709551615}", &m), 0, "a 64-bit unsigned ID");
-        is_str(m.id, "18446744073709551615", "  as its decimal text");
-        platform_message_clear(&m);
+        test_integer_ids();
 
         snprintf(buf, sizeof(buf), "{\"CMD\":11,\"ID\":\"%0*d\"}", PROTOCOL_MAX_ID, 0);
         is_int(parse(buf, &m), 0, "an ID of PROTOCOL_MAX_ID characters is accepted");
