@@ -406,7 +406,7 @@ static void on_download_done(Download *d, int result, const char *reason, void *
         Ota *o = userdata;
         Job *j = ota_job(o);
         _cleanup_free_ char *part = NULL, *image = NULL;
-        _cleanup_free_ char *sha256 = NULL;
+        _cleanup_free_ char *sha256 = NULL, *shown = NULL;
 
         if (result < 0) {
                 ota_fail(o, reason ? reason : strerror(-result));
@@ -424,7 +424,8 @@ static void on_download_done(Download *d, int result, const char *reason, void *
                 ota_fail(o, "cannot rename the downloaded image");
                 return;
         }
-        log_info("Downloaded %s (SHA-256 %s).", j->url, sha256 ? sha256 : "?");
+        shown = url_redact(j->url);
+        log_info("Downloaded %s (SHA-256 %s).", shown ? shown : "the image", sha256 ? sha256 : "?");
         ota_install(o);
 }
 
@@ -438,7 +439,7 @@ static int ensure_download_dir(const Ota *o)
 static void ota_download(Ota *o)
 {
         Job *j = ota_job(o);
-        _cleanup_free_ char *part = job_path(o, j, "part");
+        _cleanup_free_ char *part = job_path(o, j, "part"), *shown = NULL;
         const Config *c = o->config;
         DownloadParams params = {
                 .url = j->url,
@@ -483,7 +484,8 @@ static void ota_download(Ota *o)
 
         ota_set_phase(o, JOB_DOWNLOADING);
         o->last_progress = 0;
-        log_info("Downloading %s%s.", j->url, j->offset > 0 ? " (resuming)" : "");
+        shown = url_redact(j->url); /* a password in the URL never reaches the log */
+        log_info("Downloading %s%s.", shown ? shown : "the image", j->offset > 0 ? " (resuming)" : "");
         notify_status("Updating to %s: downloading", j->target);
         ota_progress(o, "DOWNLOADING", 0, NULL);
 

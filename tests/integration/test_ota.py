@@ -353,6 +353,68 @@ def test_integer_id_beyond_64_bits_is_never_echoed_altered(device, nginx, www, p
     assert nginx.access_log() == []
 
 
+# -- 2c: what reaches the log and STATUS= ----------------------------------------
+
+CONTROL_ID = "E\x1b[31mX\x01\x7f\nY"  # ESC, 0x01, DEL, a newline: nothing of it may reach a terminal raw
+RAW_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]|\xc2[\x80-\x9f]")
+
+
+def _assert_notify_clean(notify_socket):
+    for _t, _pid, text in notify_socket.datagrams():
+        for line in text.split("\n"):
+            assert re.fullmatch(r"[A-Z_]+=[^\x00-\x1f\x7f]*", line), \
+                "a notify assignment with a control character or a broken line: %r" % line
+
+
+def test_control_characters_in_an_id_are_logged_escaped(device, nginx, www, platform, notify_socket):
+    """Review item 10: an ID with ESC, 0x01, DEL and a newline is echoed
+    exactly, logged as \\xNN escapes (one call, one line), and neither the
+    log nor STATUS= ever holds a raw control character."""
+    data = image(www, "fw.img", 256 * 1024)
+    dv = device(nginx).start()
+    mark = platform.mark()
+    platform.send_raw(OTA_SET, json.dumps(_cmd(CONTROL_ID, nginx.url("fw.img"))))
+    assert platform.wait_for_receipt("D1", CONTROL_ID, since=mark).get("BACK") == "OK"
+    dv.wait_state(CONTROL_ID, "DONE", since=mark)
+    refused_id = CONTROL_ID + "2"
+    platform.send_raw(OTA_SET, json.dumps(_cmd(refused_id, nginx.url("fw.img"), version="bad version")))
+    assert platform.wait_for_receipt("D1", refused_id, since=mark).get("BACK") == "FAIL"
+    assert dv.slot.read_bytes() == data
+    dv.d.stop()
+
+    log = dv.d.log_text()
+    escaped = "E\\x1b[31mX\\x01\\x7f\\x0aY"
+    assert re.search(r"^<\d>Updating from 1\.0\.0 to 2\.0\.1 \(command %s\)\.$" % re.escape(escaped), log, re.M), \
+        "the ID is not logged escaped on one line"
+    assert re.search(r"^<4>Refused command %s2: FW_VERSION must be" % re.escape(escaped), log, re.M)
+    with open(dv.d.log_path, "rb") as f:
+        raw = f.read().decode("utf-8", "replace")
+    assert not RAW_CONTROL.search(raw.replace("\n", "")), "a raw control character in the log"
+    for line in raw.splitlines():
+        assert line.startswith("<") or line.startswith("=== start"), "a log line was split: %r" % line
+    _assert_notify_clean(notify_socket)
+    assert notify_socket.statuses(), "no STATUS= was recorded: the check above saw nothing"
+
+
+def test_url_user_secret_never_logged(device, nginx, www, platform, notify_socket):
+    """Review item 10: with log_level debug, the password of a download URL
+    (http://user:pass@host/...) is in neither the log nor STATUS=; the user
+    name is (a positive control that the URL was logged at all)."""
+    data = image(www, "fw.img", 256 * 1024)
+    dv = device(nginx, config={"log_level": "debug"}).start()
+    url = nginx.url("fw.img").replace("http://", "http://operator7:pass-Hq2x@")
+    cmd_id, mark = dv.send(url, "2.0.1")
+    assert platform.wait_for_receipt("D1", cmd_id, since=mark).get("BACK") == "OK"
+    dv.wait_state(cmd_id, "DONE", since=mark)
+    assert dv.slot.read_bytes() == data
+    dv.d.stop()
+    log = dv.d.log_text()
+    assert "pass" not in log, [line for line in log.splitlines() if "pass" in line]
+    assert not [t for t in notify_socket.all() if "pass" in t]
+    assert "<7>" in log, "not logging at debug level"
+    assert "operator7:***@127.0.0.1" in log, "the URL was never logged (redacted): nothing was checked"
+
+
 # -- 3 ---------------------------------------------------------------------------
 
 def test_same_id_after_done_is_receipted_again_without_download(device, nginx, www, platform):
