@@ -148,15 +148,15 @@ static void agent_publish_report(Agent *a, const char *fw)
         agent_status_connected(a);
 }
 
-static void on_version_hook_done(Process *p, int result, const char *output, size_t len, void *userdata)
+static void on_version_hook_done(Process *p, const ProcessResult *result, void *userdata)
 {
         Agent *a = userdata;
         _cleanup_free_ char *v = NULL;
-        int r = result;
+        int r = result->status;
 
         a->version_query = process_free(a->version_query);
         if (r == 0) {
-                v = strndup(output, len);
+                v = strndup(result->output, result->output_len);
                 r = v ? version_parse(v) : -ENOMEM;
         }
         if (r != 0) {

@@ -201,20 +201,23 @@ static void ota_succeed(Ota *o)
 
 /* ---- the running version (from a file, or asynchronously from the hook) ---- */
 
-static void on_version_done(Process *p, int result, const char *output, size_t len, void *userdata)
+static void on_version_done(Process *p, const ProcessResult *result, void *userdata)
 {
         Ota *o = userdata;
         _cleanup_free_ char *v = NULL;
         VersionThen then = o->version_then;
+        char how[64];
 
         o->version = process_free(o->version);
-        if (result == 0) {
-                v = strndup(output, len);
+        if (result->status == 0) {
+                v = strndup(result->output, result->output_len);
                 if (v && version_parse(v) < 0)
                         v = mfree(v);
         }
         if (!v)
-                log_error("'%s version' gave no version (result %d).", o->config->ota_hook, result);
+                log_error("'%s version' gave no version: it %s%s%s.", o->config->ota_hook,
+                          process_result_to_string(result, how, sizeof(how)),
+                          result->last_line[0] ? ": " : "", result->last_line);
         then(o, v);
 }
 
@@ -241,14 +244,16 @@ static void ota_with_running_version(Ota *o, VersionThen then)
 
 /* ---- install ---- */
 
-static void on_reboot_done(Process *p, int result, const char *output, size_t len, void *userdata)
+static void on_reboot_done(Process *p, const ProcessResult *result, void *userdata)
 {
         Ota *o = userdata;
+        char how[64];
 
         o->reboot = process_free(o->reboot);
-        if (result != 0)
-                log_error("The reboot command %s failed (result %d); the new firmware becomes active at the "
-                          "next reboot.", o->config->ota_reboot_argv[0], result);
+        if (result->status != 0)
+                log_error("The reboot command %s %s%s%s; the new firmware is active after the next reboot.",
+                          o->config->ota_reboot_argv[0], process_result_to_string(result, how, sizeof(how)),
+                          result->last_line[0] ? ": " : "", result->last_line);
 }
 
 static void ota_reboot(Ota *o)
@@ -286,21 +291,39 @@ static void on_installed_version(Ota *o, const char *running)
         ota_fail(o, reason ? reason : "the running firmware is not the target");
 }
 
-static void on_hook_install_done(Process *p, int result, const char *output, size_t len, void *userdata)
+/*
+ * The REASON of a hook run that failed, for the platform and the log: what
+ * happened to WHAT ("the install hook"), then the last line the hook wrote
+ * on stderr (escaped and cut by process.c), where a hook - and the shipped
+ * ones for RAUC and SWUpdate - says why in its installer's words.
+ */
+static void hook_reason(const ProcessResult *r, const char *what, unsigned timeout_sec, char *buf,
+                        size_t size)
+{
+        char how[64];
+
+        if (r->status == -ETIMEDOUT)
+                (void)snprintf(how, sizeof(how), "timed out after %u s", timeout_sec);
+        else
+                (void)process_result_to_string(r, how, sizeof(how));
+        (void)snprintf(buf, size, "%s %s%s%s", what, how, r->last_line[0] ? ": " : "", r->last_line);
+}
+
+static void on_hook_install_done(Process *p, const ProcessResult *result, void *userdata)
 {
         Ota *o = userdata;
         Job *j = ota_job(o);
-        char reason[128];
+        char reason[128 + PROCESS_LAST_LINE_MAX];
 
         o->hook = process_free(o->hook);
         job_unlink(o, j, "img"); /* whatever the result (SPEC 5.6) */
 
-        if (result == 0) {
+        if (result->status == 0) {
                 log_info("The install hook installed %s; checking the running version.", j->target);
                 ota_with_running_version(o, on_installed_version);
                 return;
         }
-        if (result == HOOK_EXIT_REBOOT) {
+        if (result->status == HOOK_EXIT_REBOOT) {
                 log_notice("The install hook installed %s; a reboot activates it.", j->target);
                 notify_status("Update to %s installed; waiting for the reboot that activates it", j->target);
                 ota_set_phase(o, JOB_REBOOT_PENDING);
@@ -310,12 +333,7 @@ static void on_hook_install_done(Process *p, int result, const char *output, siz
                 return;
         }
 
-        if (result == -ETIMEDOUT)
-                snprintf(reason, sizeof(reason), "the install hook timed out after %u s", o->config->ota_hook_timeout);
-        else if (result > 0)
-                snprintf(reason, sizeof(reason), "the install hook failed with exit status %d", result);
-        else
-                snprintf(reason, sizeof(reason), "the install hook could not run: %s", strerror(-result));
+        hook_reason(result, "the install hook", o->config->ota_hook_timeout, reason, sizeof(reason));
         ota_fail(o, reason);
 }
 
@@ -709,15 +727,16 @@ static void ota_run_queued(Ota *o)
 
 /* ---- start-up: continue what the journal holds ---- */
 
-static void on_commit_done(Process *p, int result, const char *output, size_t len, void *userdata)
+static void on_commit_done(Process *p, const ProcessResult *result, void *userdata)
 {
         Ota *o = userdata;
 
         o->hook = process_free(o->hook);
-        if (result != 0) {
-                char reason[128];
+        if (result->status != 0) {
+                char reason[128 + PROCESS_LAST_LINE_MAX];
 
-                snprintf(reason, sizeof(reason), "'%s commit' failed (result %d)", o->config->ota_hook, result);
+                hook_reason(result, "the hook's commit", COMMIT_TIMEOUT_USEC / USEC_PER_SEC, reason,
+                            sizeof(reason));
                 ota_fail(o, reason);
                 return;
         }

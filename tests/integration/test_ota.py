@@ -32,7 +32,7 @@ class Device:
     """A krtiotd whose hook is the copy hook, with a slot and a version file."""
 
     def __init__(self, tmp_path, krtiotd, platform, ngx, install_sleep=0, install_exit=None,
-                 reboot=False, config=None, commit_sleep=0, version_sleep=0):
+                 reboot=False, config=None, commit_sleep=0, version_sleep=0, install_signal=None):
         self.platform = platform
         self.ngx = ngx
         self.dev = tmp_path / "dev"
@@ -54,6 +54,9 @@ class Device:
             lines.append('[ "$1" = version ] && sleep %s' % version_sleep)
         if commit_sleep:
             lines.append('[ "$1" = commit ] && sleep %s' % commit_sleep)
+        if install_signal is not None:
+            lines.append('[ "$1" = install ] && { echo "wrapper: about to crash" >&2; ulimit -c 0; kill -%s $$; }'
+                         % install_signal)
         if install_exit is not None:
             lines.append('[ "$1" = install ] && { echo "wrapper: failing on purpose" >&2; exit %d; }'
                          % install_exit)
@@ -492,13 +495,28 @@ def test_hook_failure_fails_the_job(device, nginx, www, platform):
     dv = device(nginx, install_exit=3).start()
     cmd_id, mark = dv.send(nginx.url("fw.img"), "2.0.1")
     failed = dv.wait_state(cmd_id, "FAILED", since=mark)
-    assert "3" in failed.get("REASON", ""), failed
+    # Review item 11: what the hook said on stderr, not only its status.
+    assert failed.get("REASON") == "the install hook failed with exit status 3: wrapper: failing on purpose", \
+        failed
     platform.wait_for_report("D1", OLD, since=mark)
     assert [c.split()[0] for c in dv.hook_calls()] == ["install"]
     wait_until(lambda: dv.files() == [], 5, "the image to be deleted (%r)" % dv.files())
     assert dv.slot.read_bytes() == b"old slot"
     assert dv.job().get("phase") == "failed"
     assert "DONE" not in dv.progress(cmd_id, since=mark)
+
+
+def test_hook_killed_by_a_signal_says_which(device, nginx, www, platform):
+    """Review item 11: a hook killed by a signal is reported as such
+    ("killed by signal SEGV"), not as "could not run: Interrupted system call"."""
+    image(www, "fw.img", 256 * 1024)
+    dv = device(nginx, install_signal="SEGV").start()
+    cmd_id, mark = dv.send(nginx.url("fw.img"), "2.0.1")
+    failed = dv.wait_state(cmd_id, "FAILED", since=mark)
+    assert failed.get("REASON") == "the install hook was killed by signal SEGV: wrapper: about to crash", failed
+    platform.wait_for_report("D1", OLD, since=mark)
+    assert dv.job().get("reason") == failed.get("REASON")
+    assert dv.slot.read_bytes() == b"old slot"
 
 
 # -- 7 ---------------------------------------------------------------------------
