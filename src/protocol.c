@@ -423,8 +423,9 @@ static int message_fields_from_json(json_object *o, PlatformMessage *m, const ch
 /* Drops every field but CMD and ID, the secret erased: a refused message is never half-used. */
 static void message_keep_header(PlatformMessage *m, const char *invalid)
 {
-        PlatformMessage header = {.cmd = m->cmd, .id = TAKE_PTR(m->id), .invalid = invalid};
+        PlatformMessage header = {.cmd = m->cmd, .id = m->id, .invalid = invalid};
 
+        m->id = NULL; /* moved into HEADER */
         platform_message_clear(m);
         *m = header;
 }
