@@ -151,15 +151,15 @@ static void agent_publish_report(Agent *a, const char *fw)
         agent_status_connected(a);
 }
 
-static void on_version_hook_done(Process *p, int result, const char *output, size_t len, void *userdata)
+static void on_version_hook_done(Process *p, const ProcessResult *result, void *userdata)
 {
         Agent *a = userdata;
         _cleanup_free_ char *v = NULL;
-        int r = result;
+        int r = result->status;
 
         a->version_query = process_free(a->version_query);
         if (r == 0) {
-                v = strndup(output, len);
+                v = strndup(result->output, result->output_len);
                 r = v ? version_parse(v) : -ENOMEM;
         }
         if (r != 0) {
@@ -365,6 +365,7 @@ static void agent_handle_ota_message(Agent *a, const PlatformMessage *m)
 {
         switch (m->cmd) {
         case CMD_OTA:
+        case CMD_NONE: /* an ID but no usable CMD: refused with a CMD 11 receipt */
                 ota_command(a->ota, m);
                 break;
         default:
@@ -390,8 +391,10 @@ static void on_message(MqttSession *s, const char *topic, const void *payload, s
         if (r < 0) {
                 log_warning("Dropped a message on %s: %s.", topic,
                             r == -EMSGSIZE ? "larger than 16 KiB"
-                            : r == -ENOMSG ? "no CMD or no ID"
-                                           : "not a valid JSON object of the platform's format");
+                            : r == -ENOMSG ? "no ID"
+                            : r == -ERANGE ? "an integer ID beyond 64 bits, which cannot be echoed exactly"
+                                           : "not a JSON object of the platform's format with a string or "
+                                             "integer ID");
                 return;
         }
 

@@ -64,6 +64,7 @@ static void entries_clear(JournalEntry *e, size_t n)
         for (size_t i = 0; i < n; i++) {
                 free(e[i].id);
                 free(e[i].target);
+                free(e[i].reason);
         }
 }
 
@@ -213,6 +214,8 @@ static int parse_entries(struct json_object *o, const char *key, JournalEntry *e
                 r = get_string(item, "id", true, &e[*n].id);
                 if (r >= 0)
                         r = get_string(item, "target", false, &e[*n].target);
+                if (r >= 0) /* absent in journals written before answers were kept: answered OK */
+                        r = get_string(item, "reason", false, &e[*n].reason);
                 (*n)++; /* counted even when half-filled, so that journal_free() frees it */
                 if (r < 0)
                         return r;
@@ -330,8 +333,9 @@ static struct json_object *build_entries(const JournalEntry *e, size_t n)
         for (size_t i = 0; a && i < n; i++) {
                 struct json_object *item = json_object_new_object();
 
-                if (!item || add_string(item, "id", e[i].id) < 0 || add_string(item, "target", e[i].target) < 0 ||
-                    json_object_array_add(a, item) < 0) {
+                if (!item || add_string(item, "id", e[i].id) < 0 ||
+                    add_string(item, "target", e[i].target) < 0 ||
+                    add_string(item, "reason", e[i].reason) < 0 || json_object_array_add(a, item) < 0) {
                         json_object_put(item);
                         json_object_put(a);
                         return NULL;
@@ -370,11 +374,16 @@ finish:
 
 /* ---- the bounded lists ---- */
 
-static int remember(JournalEntry *e, size_t max, size_t *n, const char *id, const char *target)
+static int remember(JournalEntry *e, size_t max, size_t *n, const char *id, const char *target,
+                    const char *reason)
 {
-        JournalEntry new = { .id = strdup(id), .target = target ? strdup(target) : NULL };
+        JournalEntry new = {
+                .id = strdup(id),
+                .target = target ? strdup(target) : NULL,
+                .reason = reason ? strdup(reason) : NULL,
+        };
 
-        if (!new.id || (target && !new.target)) {
+        if (!new.id || (target && !new.target) || (reason && !new.reason)) {
                 entries_clear(&new, 1);
                 return -ENOMEM;
         }
@@ -389,30 +398,36 @@ static int remember(JournalEntry *e, size_t max, size_t *n, const char *id, cons
 
 int journal_remember_failed(Journal *j, const char *id, const char *target)
 {
-        return remember(j->failed, JOURNAL_MAX_FAILED, &j->n_failed, id, target);
+        return remember(j->failed, JOURNAL_MAX_FAILED, &j->n_failed, id, target, NULL);
 }
 
-int journal_remember_recent(Journal *j, const char *id, const char *target)
+int journal_remember_recent(Journal *j, const char *id, const char *target, const char *reason)
 {
-        return remember(j->recent, JOURNAL_MAX_RECENT, &j->n_recent, id, target);
+        return remember(j->recent, JOURNAL_MAX_RECENT, &j->n_recent, id, target, reason);
 }
 
-static bool contains(const JournalEntry *e, size_t n, const char *id)
+/* The newest entry for ID: an ID remembered twice answers as it did last. */
+static const JournalEntry *find(const JournalEntry *e, size_t n, const char *id)
 {
-        for (size_t i = 0; i < n; i++)
-                if (strcmp(e[i].id, id) == 0)
-                        return true;
-        return false;
+        for (size_t i = n; i > 0; i--)
+                if (strcmp(e[i - 1].id, id) == 0)
+                        return &e[i - 1];
+        return NULL;
 }
 
 bool journal_is_failed(const Journal *j, const char *id)
 {
-        return contains(j->failed, j->n_failed, id);
+        return find(j->failed, j->n_failed, id) != NULL;
 }
 
 bool journal_is_recent(const Journal *j, const char *id)
 {
-        return contains(j->recent, j->n_recent, id);
+        return find(j->recent, j->n_recent, id) != NULL;
+}
+
+const JournalEntry *journal_find_recent(const Journal *j, const char *id)
+{
+        return find(j->recent, j->n_recent, id);
 }
 
 void journal_drop_last_recent(Journal *j)

@@ -3,9 +3,14 @@
  * The OTA job journal: {state_dir}/ota-journal.json, written atomically
  * (write_file_atomic, as the credentials). It holds the current job (what
  * the platform asked, how far it got, what the server's validators were) and
- * the short lists that make commands idempotent: recent command IDs, and
- * failed jobs (by ID and target) so that a failing install is never retried
- * by the same command again.
+ * the short lists that make commands idempotent: recent command IDs with the
+ * answer each got (OK, or FAIL and its REASON), and failed jobs (by ID and
+ * target) so that a failing install is never retried by the same command
+ * again.
+ *
+ * An entry of either list is {"id":…, "target":…, "reason":…}; "target" and
+ * "reason" are optional. "reason" was added later: a journal written before
+ * it loads, its entries being commands that were answered OK.
  */
 #pragma once
 
@@ -48,14 +53,15 @@ typedef struct Job {
 
 typedef struct JournalEntry {
         char *id;
-        char *target;
+        char *target; /* or NULL */
+        char *reason; /* recent: NULL when the command was answered OK, else the REASON of its FAIL */
 } JournalEntry;
 
 typedef struct Journal {
         Job *job; /* the current or last job; NULL when none */
         JournalEntry failed[JOURNAL_MAX_FAILED];
         size_t n_failed;
-        JournalEntry recent[JOURNAL_MAX_RECENT]; /* accepted command IDs, newest last */
+        JournalEntry recent[JOURNAL_MAX_RECENT]; /* answered command IDs, newest last */
         size_t n_recent;
 } Journal;
 
@@ -75,10 +81,16 @@ int journal_parse(const char *text, size_t len, Journal **ret);
 int journal_save(const char *state_dir, const Journal *j);
 Journal *journal_free(Journal *j);
 
-/* Remembers ID (and TARGET) in a bounded list, dropping the oldest. */
+/*
+ * Remembers ID (and TARGET, which may be NULL) in a bounded list, dropping
+ * the oldest. For a recent command, REASON is NULL when it was answered OK,
+ * else the REASON its FAIL carried. Returns 0 or -ENOMEM (nothing changed).
+ */
 int journal_remember_failed(Journal *j, const char *id, const char *target);
-int journal_remember_recent(Journal *j, const char *id, const char *target);
+int journal_remember_recent(Journal *j, const char *id, const char *target, const char *reason);
 /* Undoes the last journal_remember_recent() (its write failed). */
 void journal_drop_last_recent(Journal *j);
 bool journal_is_failed(const Journal *j, const char *id);
 bool journal_is_recent(const Journal *j, const char *id);
+/* The newest recent entry for ID (its answer is in ->reason), or NULL. Valid until the list changes. */
+const JournalEntry *journal_find_recent(const Journal *j, const char *id);

@@ -14,8 +14,12 @@
  *  - the journal is written before each phase's work starts, so a restart
  *    resumes the phase it finds (downloading resumes with Range, installing
  *    reruns the hook, reboot-pending checks the running version);
- *  - the receipt of a valid command is sent before any download, and the
- *    same command ID is receipted again without changing anything;
+ *  - every command gets a receipt: OK before any download, or FAIL with a
+ *    REASON; either answer is journaled before it is sent, and the same
+ *    command ID gets the same answer again without changing anything
+ *    (refusals that a retry may cure - no journal, a journal write that
+ *    failed, no memory - and IDs longer than PROTOCOL_MAX_ID are not
+ *    remembered);
  *  - a job that failed is remembered by ID: the same command never starts
  *    the same failing install again (no rollback loop);
  *  - the job's files are named by a local random key, never by anything the
@@ -197,20 +201,23 @@ static void ota_succeed(Ota *o)
 
 /* ---- the running version (from a file, or asynchronously from the hook) ---- */
 
-static void on_version_done(Process *p, int result, const char *output, size_t len, void *userdata)
+static void on_version_done(Process *p, const ProcessResult *result, void *userdata)
 {
         Ota *o = userdata;
         _cleanup_free_ char *v = NULL;
         VersionThen then = o->version_then;
+        char how[64];
 
         o->version = process_free(o->version);
-        if (result == 0) {
-                v = strndup(output, len);
+        if (result->status == 0) {
+                v = strndup(result->output, result->output_len);
                 if (v && version_parse(v) < 0)
                         v = mfree(v);
         }
         if (!v)
-                log_error("'%s version' gave no version (result %d).", o->config->ota_hook, result);
+                log_error("'%s version' gave no version: it %s%s%s.", o->config->ota_hook,
+                          process_result_to_string(result, how, sizeof(how)),
+                          result->last_line[0] ? ": " : "", result->last_line);
         then(o, v);
 }
 
@@ -237,14 +244,16 @@ static void ota_with_running_version(Ota *o, VersionThen then)
 
 /* ---- install ---- */
 
-static void on_reboot_done(Process *p, int result, const char *output, size_t len, void *userdata)
+static void on_reboot_done(Process *p, const ProcessResult *result, void *userdata)
 {
         Ota *o = userdata;
+        char how[64];
 
         o->reboot = process_free(o->reboot);
-        if (result != 0)
-                log_error("The reboot command %s failed (result %d); the new firmware becomes active at the "
-                          "next reboot.", o->config->ota_reboot_argv[0], result);
+        if (result->status != 0)
+                log_error("The reboot command %s %s%s%s; the new firmware is active after the next reboot.",
+                          o->config->ota_reboot_argv[0], process_result_to_string(result, how, sizeof(how)),
+                          result->last_line[0] ? ": " : "", result->last_line);
 }
 
 static void ota_reboot(Ota *o)
@@ -282,21 +291,39 @@ static void on_installed_version(Ota *o, const char *running)
         ota_fail(o, reason ? reason : "the running firmware is not the target");
 }
 
-static void on_hook_install_done(Process *p, int result, const char *output, size_t len, void *userdata)
+/*
+ * The REASON of a hook run that failed, for the platform and the log: what
+ * happened to WHAT ("the install hook"), then the last line the hook wrote
+ * on stderr (escaped and cut by process.c), where a hook - and the shipped
+ * ones for RAUC and SWUpdate - says why in its installer's words.
+ */
+static void hook_reason(const ProcessResult *r, const char *what, unsigned timeout_sec, char *buf,
+                        size_t size)
+{
+        char how[64];
+
+        if (r->status == -ETIMEDOUT)
+                (void)snprintf(how, sizeof(how), "timed out after %u s", timeout_sec);
+        else
+                (void)process_result_to_string(r, how, sizeof(how));
+        (void)snprintf(buf, size, "%s %s%s%s", what, how, r->last_line[0] ? ": " : "", r->last_line);
+}
+
+static void on_hook_install_done(Process *p, const ProcessResult *result, void *userdata)
 {
         Ota *o = userdata;
         Job *j = ota_job(o);
-        char reason[128];
+        char reason[128 + PROCESS_LAST_LINE_MAX];
 
         o->hook = process_free(o->hook);
         job_unlink(o, j, "img"); /* whatever the result (SPEC 5.6) */
 
-        if (result == 0) {
+        if (result->status == 0) {
                 log_info("The install hook installed %s; checking the running version.", j->target);
                 ota_with_running_version(o, on_installed_version);
                 return;
         }
-        if (result == HOOK_EXIT_REBOOT) {
+        if (result->status == HOOK_EXIT_REBOOT) {
                 log_notice("The install hook installed %s; a reboot activates it.", j->target);
                 notify_status("Update to %s installed; waiting for the reboot that activates it", j->target);
                 ota_set_phase(o, JOB_REBOOT_PENDING);
@@ -306,12 +333,7 @@ static void on_hook_install_done(Process *p, int result, const char *output, siz
                 return;
         }
 
-        if (result == -ETIMEDOUT)
-                snprintf(reason, sizeof(reason), "the install hook timed out after %u s", o->config->ota_hook_timeout);
-        else if (result > 0)
-                snprintf(reason, sizeof(reason), "the install hook failed with exit status %d", result);
-        else
-                snprintf(reason, sizeof(reason), "the install hook could not run: %s", strerror(-result));
+        hook_reason(result, "the install hook", o->config->ota_hook_timeout, reason, sizeof(reason));
         ota_fail(o, reason);
 }
 
@@ -402,7 +424,7 @@ static void on_download_done(Download *d, int result, const char *reason, void *
         Ota *o = userdata;
         Job *j = ota_job(o);
         _cleanup_free_ char *part = NULL, *image = NULL;
-        _cleanup_free_ char *sha256 = NULL;
+        _cleanup_free_ char *sha256 = NULL, *shown = NULL;
 
         if (result < 0) {
                 ota_fail(o, reason ? reason : strerror(-result));
@@ -420,7 +442,8 @@ static void on_download_done(Download *d, int result, const char *reason, void *
                 ota_fail(o, "cannot rename the downloaded image");
                 return;
         }
-        log_info("Downloaded %s (SHA-256 %s).", j->url, sha256 ? sha256 : "?");
+        shown = url_redact(j->url);
+        log_info("Downloaded %s (SHA-256 %s).", shown ? shown : "the image", sha256 ? sha256 : "?");
         ota_install(o);
 }
 
@@ -434,7 +457,7 @@ static int ensure_download_dir(const Ota *o)
 static void ota_download(Ota *o)
 {
         Job *j = ota_job(o);
-        _cleanup_free_ char *part = job_path(o, j, "part");
+        _cleanup_free_ char *part = job_path(o, j, "part"), *shown = NULL;
         const Config *c = o->config;
         DownloadParams params = {
                 .url = j->url,
@@ -479,7 +502,8 @@ static void ota_download(Ota *o)
 
         ota_set_phase(o, JOB_DOWNLOADING);
         o->last_progress = 0;
-        log_info("Downloading %s%s.", j->url, j->offset > 0 ? " (resuming)" : "");
+        shown = url_redact(j->url); /* a password in the URL never reaches the log */
+        log_info("Downloading %s%s.", shown ? shown : "the image", j->offset > 0 ? " (resuming)" : "");
         notify_status("Updating to %s: downloading", j->target);
         ota_progress(o, "DOWNLOADING", 0, NULL);
 
@@ -573,12 +597,46 @@ static void ota_drop_active(Ota *o, Job *old, const Job *j)
         job_unlink(o, old, "img");
 }
 
-static bool ota_seen(const Ota *o, const char *id)
+/*
+ * A command seen before (QoS 1 redelivery, a retained message, the platform
+ * re-sending) gets the answer it got then and changes nothing: FAIL with the
+ * same REASON, or OK (then, for a job that failed, a version report too).
+ * Returns whether ID was seen.
+ */
+static bool ota_answer_again(Ota *o, const char *id)
 {
+        const JournalEntry *e = journal_find_recent(o->journal, id);
+        bool failed = journal_is_failed(o->journal, id);
         Job *j = ota_job(o);
 
-        return journal_is_recent(o->journal, id) || journal_is_failed(o->journal, id) || (j && strcmp(j->id, id) == 0) ||
-               (o->queued && strcmp(o->queued->id, id) == 0);
+        if (e && e->reason) {
+                log_info("Command %s was refused before (%s); refusing it again.", id, e->reason);
+                ota_publish_receipt(o, id, false, e->reason);
+                return true;
+        }
+        if (!e && !failed && !(j && strcmp(j->id, id) == 0) &&
+            !(o->queued && strcmp(o->queued->id, id) == 0))
+                return false;
+
+        log_info("Command %s was received before; acknowledging it again.", id);
+        ota_publish_receipt(o, id, true, NULL);
+        if (failed)
+                o->callbacks.report(o, o->userdata);
+        return true;
+}
+
+/*
+ * Refuses command ID for REASON. Remembered like an accepted command (one
+ * journal write, before the receipt), so that the same ID gets the same
+ * answer again and never starts a job. If the write fails it stays
+ * remembered in memory: the answer is the same either way.
+ */
+static void ota_refuse(Ota *o, const char *id, const char *reason)
+{
+        log_warning("Refused command %s: %s.", id, reason);
+        if (journal_remember_recent(o->journal, id, NULL, reason) >= 0)
+                (void)ota_save(o);
+        ota_publish_receipt(o, id, false, reason);
 }
 
 void ota_command(Ota *o, const PlatformMessage *m)
@@ -587,23 +645,25 @@ void ota_command(Ota *o, const PlatformMessage *m)
         Job *j = NULL, *old;
         int r;
 
+        /* Refusals that are not remembered: the same command may succeed later. */
         if (!o->journal) {
                 ota_publish_receipt(o, m->id, false, "the device cannot take updates now (no job journal)");
                 return;
         }
-        if (ota_seen(o, m->id)) {
-                /* QoS 1 redelivery, a retained message, the platform re-sending: same answer, no change. */
-                log_info("Command %s was received before; acknowledging it again.", m->id);
-                ota_publish_receipt(o, m->id, true, NULL);
-                if (journal_is_failed(o->journal, m->id))
-                        o->callbacks.report(o, o->userdata);
+        if (strlen(m->id) > PROTOCOL_MAX_ID) {
+                /* Never journaled: IDs that long would make the journal too large to load again. */
+                reason = m->invalid ? m->invalid : "ID too long";
+                log_warning("Refused a command with an ID of %zu bytes: %s.", strlen(m->id), reason);
+                ota_publish_receipt(o, m->id, false, reason);
                 return;
         }
 
-        reason = ota_validate(o, m);
+        if (ota_answer_again(o, m->id))
+                return;
+
+        reason = m->invalid ? m->invalid : ota_validate(o, m);
         if (reason) {
-                log_warning("Refused command %s: %s.", m->id, reason);
-                ota_publish_receipt(o, m->id, false, reason);
+                ota_refuse(o, m->id, reason);
                 return;
         }
 
@@ -619,7 +679,7 @@ void ota_command(Ota *o, const PlatformMessage *m)
         old = ota_job(o);
         if (!o->hook)
                 o->journal->job = j;
-        r = journal_remember_recent(o->journal, m->id, m->fw_version);
+        r = journal_remember_recent(o->journal, m->id, m->fw_version, NULL);
         if (r >= 0) {
                 r = ota_save(o);
                 if (r < 0)
@@ -667,15 +727,16 @@ static void ota_run_queued(Ota *o)
 
 /* ---- start-up: continue what the journal holds ---- */
 
-static void on_commit_done(Process *p, int result, const char *output, size_t len, void *userdata)
+static void on_commit_done(Process *p, const ProcessResult *result, void *userdata)
 {
         Ota *o = userdata;
 
         o->hook = process_free(o->hook);
-        if (result != 0) {
-                char reason[128];
+        if (result->status != 0) {
+                char reason[128 + PROCESS_LAST_LINE_MAX];
 
-                snprintf(reason, sizeof(reason), "'%s commit' failed (result %d)", o->config->ota_hook, result);
+                hook_reason(result, "the hook's commit", COMMIT_TIMEOUT_USEC / USEC_PER_SEC, reason,
+                            sizeof(reason));
                 ota_fail(o, reason);
                 return;
         }

@@ -31,7 +31,12 @@ void ota_set_config(Ota *o, Config *config);
 /* Loads the journal and continues the job it holds. */
 void ota_start(Ota *o);
 
-/* A decoded CMD 11 from ota/set. */
+/*
+ * A decoded CMD 11 from ota/set, or a message there whose CMD is missing or
+ * bad (CMD_NONE). Answered with a CMD 11 receipt in every case: FAIL with
+ * m->invalid or the validation's REASON, or OK; the same ID again gets the
+ * same answer.
+ */
 void ota_command(Ota *o, const PlatformMessage *m);
 
 /* The session is up: sends the outcome messages made while offline. */

@@ -13,7 +13,8 @@
  *   at worst an unreaped zombie (sd-event reaps it after the callback), so
  *   p->pid cannot name an unrelated process whenever we signal it.
  * - Memory is bounded whatever the child prints: a fixed line buffer per
- *   stream, captured output up to capture_max, the rest read and dropped.
+ *   stream, one for the last line of stderr, captured output up to
+ *   capture_max, the rest read and dropped.
  * - DONE is called exactly once, from the child callback, after every source
  *   has been removed; nothing touches the Process after it.
  */
@@ -55,6 +56,7 @@ typedef struct ProcessStream {
         int fd;
         sd_event_source *source;
         bool capture;
+        bool keep_last; /* stderr: its last non-blank line is the result's last_line */
         size_t line_len;
         char line[PROCESS_LINE_MAX + 1];
 } ProcessStream;
@@ -73,6 +75,8 @@ struct Process {
 
         char *capture;
         size_t capture_len, capture_alloc, capture_max;
+        char last_line[PROCESS_LINE_MAX]; /* raw, trimmed; escaped when the child has ended */
+        size_t last_line_len;
         size_t log_max, logged; /* bytes of log records written for this child */
         unsigned logged_lines;
 
@@ -126,16 +130,12 @@ int process_pid(const Process *p)
 
 /* ---- output ---- */
 
+/* LEN > 0 bytes of LINE, without its newline; LINE has room for a NUL after them. */
 static void process_log_line(Process *p, char *line, size_t len)
 {
         size_t cost;
 
         if (p->log_truncated)
-                return;
-
-        if (len > 0 && line[len - 1] == '\r')
-                len--;
-        if (len == 0)
                 return;
         line[len] = 0;
 
@@ -157,10 +157,33 @@ static void process_log_line(Process *p, char *line, size_t len)
         p->log_truncated = true;
 }
 
+/* Keeps LINE (LEN bytes) as the last line of stderr unless it is blank; trimmed, raw. */
+static void process_keep_last_line(Process *p, const char *line, size_t len)
+{
+        while (len > 0 && strchr(" \t\r", line[len - 1]))
+                len--;
+        while (len > 0 && strchr(" \t\r", line[0])) {
+                line++;
+                len--;
+        }
+        if (len == 0)
+                return;
+        memcpy(p->last_line, line, len);
+        p->last_line_len = len;
+}
+
 static void stream_flush_line(ProcessStream *s)
 {
-        process_log_line(s->process, s->line, s->line_len);
+        size_t len = s->line_len;
+
         s->line_len = 0;
+        if (len > 0 && s->line[len - 1] == '\r')
+                len--;
+        if (len == 0)
+                return;
+        if (s->keep_last)
+                process_keep_last_line(s->process, s->line, len);
+        process_log_line(s->process, s->line, len);
 }
 
 static void process_capture_drop(Process *p)
@@ -210,7 +233,8 @@ static void stream_feed(ProcessStream *s, const char *buf, size_t n)
                 return;
         }
 
-        for (size_t i = 0; i < n && !s->process->log_truncated; i++) {
+        /* Past the log's limit, stderr is still split into lines: its last one is the result's. */
+        for (size_t i = 0; i < n && (s->keep_last || !s->process->log_truncated); i++) {
                 if (buf[i] == '\n') {
                         stream_flush_line(s);
                         continue;
@@ -266,9 +290,12 @@ static int stream_on_io(sd_event_source *source, int fd, uint32_t revents, void 
 
 /* ---- exit and timeout ---- */
 
-static int process_result(Process *p, const siginfo_t *si)
+/* Returns the result's status; sets *ret_signal to the signal that ended the child, or 0. */
+static int process_result(Process *p, const siginfo_t *si, int *ret_signal)
 {
         int e;
+
+        *ret_signal = si->si_code == CLD_KILLED || si->si_code == CLD_DUMPED ? si->si_status : 0;
 
         /* The write end closed at execve() or exit: this never blocks. */
         if (read(p->exec_fd, &e, sizeof(e)) == (ssize_t)sizeof(e))
@@ -283,13 +310,78 @@ static int process_result(Process *p, const siginfo_t *si)
         return si->si_status;
 }
 
+/* Strict UTF-8 (RFC 3629): the length of the character at S, or 0 when S does not start one. */
+static size_t utf8_char_len(const unsigned char *s, size_t left)
+{
+        unsigned char lo = 0x80, hi = 0xbf; /* allowed range of the second byte */
+        size_t n;
+
+        if (s[0] < 0x80)
+                return 1;
+        if (s[0] >= 0xc2 && s[0] <= 0xdf)
+                n = 2;
+        else if (s[0] >= 0xe0 && s[0] <= 0xef) {
+                n = 3;
+                lo = s[0] == 0xe0 ? 0xa0 : lo; /* overlong */
+                hi = s[0] == 0xed ? 0x9f : hi; /* surrogates */
+        } else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
+                n = 4;
+                lo = s[0] == 0xf0 ? 0x90 : lo; /* overlong */
+                hi = s[0] == 0xf4 ? 0x8f : hi; /* above U+10FFFF */
+        } else
+                return 0;
+
+        if (left < n || s[1] < lo || s[1] > hi)
+                return 0;
+        for (size_t k = 2; k < n; k++)
+                if ((s[k] & 0xc0) != 0x80)
+                        return 0;
+        return n;
+}
+
+/*
+ * The LEN bytes at IN as they may travel in a REASON (JSON carries any
+ * UTF-8; the log and a terminal must get no control character): C0, DEL, the
+ * C1 controls and bytes that are not UTF-8 are written as \xNN. What does
+ * not fit OUT (SIZE > 0 bytes, NUL included) is dropped, a whole character
+ * or escape at a time.
+ */
+static void escape_last_line(const char *in, size_t len, char *out, size_t size)
+{
+        static const char hex[] = "0123456789abcdef";
+        const unsigned char *p = (const unsigned char *)in;
+        size_t n = 0;
+
+        for (size_t i = 0; i < len;) {
+                size_t k = utf8_char_len(p + i, len - i);
+                bool escape = k == 0 || p[i] < 0x20 || p[i] == 0x7f || (p[i] == 0xc2 && p[i + 1] <= 0x9f);
+
+                if (k == 0)
+                        k = 1; /* one byte that is not UTF-8 */
+                if (n + (escape ? 4 * k : k) >= size)
+                        break;
+                for (size_t j = 0; j < k; j++) {
+                        if (!escape) {
+                                out[n++] = (char)p[i + j];
+                                continue;
+                        }
+                        out[n++] = '\\';
+                        out[n++] = 'x';
+                        out[n++] = hex[p[i + j] >> 4];
+                        out[n++] = hex[p[i + j] & 0xf];
+                }
+                i += k;
+        }
+        out[n] = '\0';
+}
+
 static int process_on_child(sd_event_source *source, const siginfo_t *si, void *userdata)
 {
         _cleanup_free_ char *output = NULL;
+        char last_line[PROCESS_LAST_LINE_MAX + 1];
         Process *p = userdata;
         ProcessDone done = p->done;
-        size_t output_len;
-        int result;
+        ProcessResult result = {};
 
         p->exited = true;
 
@@ -307,14 +399,17 @@ static int process_on_child(sd_event_source *source, const siginfo_t *si, void *
                 (void)stream_read(&p->err, PROCESS_DRAIN_MAX);
         process_remove_sources(p);
 
-        result = process_result(p, si);
+        result.status = process_result(p, si, &result.signal);
 
-        /* Taken out of P: OUTPUT stays valid for the whole call even if DONE frees P. */
+        /* Out of P: what RESULT points to stays valid for the whole call even if DONE frees P. */
         output = TAKE_PTR(p->capture);
-        output_len = output ? p->capture_len : 0;
+        result.output = output ? output : "";
+        result.output_len = output ? p->capture_len : 0;
+        escape_last_line(p->last_line, p->last_line_len, last_line, sizeof(last_line));
+        result.last_line = last_line;
 
         p->done = NULL;
-        done(p, result, output ? output : "", output_len, p->userdata);
+        done(p, &result, p->userdata);
         return 0;
 }
 
@@ -575,7 +670,7 @@ int process_spawn(sd_event *event, const ProcessParams *params, ProcessDone done
                 return -ENOMEM;
         *p = (Process){
                 .out = { .process = p, .fd = -1, .capture = params->capture_stdout },
-                .err = { .process = p, .fd = -1 },
+                .err = { .process = p, .fd = -1, .keep_last = true },
                 .exec_fd = -1,
                 .capture_max = MIN(params->capture_max, SIZE_MAX - 1), /* + 1 for the NUL must not wrap */
                 .log_max = params->log_max,
@@ -623,4 +718,27 @@ int process_spawn(sd_event *event, const ProcessParams *params, ProcessDone done
 
         *ret = p;
         return 0;
+}
+
+const char *process_result_to_string(const ProcessResult *r, char *buf, size_t size)
+{
+        const char *name;
+
+        if (r->status == 0)
+                (void)snprintf(buf, size, "exited with status 0");
+        else if (r->status > 0)
+                (void)snprintf(buf, size, "failed with exit status %d", r->status);
+        else if (r->status == -ETIMEDOUT)
+                (void)snprintf(buf, size, "timed out");
+        else if (r->signal > 0) {
+                name = sigabbrev_np(r->signal);
+                if (name)
+                        (void)snprintf(buf, size, "was killed by signal %s", name);
+                else
+                        (void)snprintf(buf, size, "was killed by signal %d", r->signal);
+        } else if (r->status == -EFBIG)
+                (void)snprintf(buf, size, "printed more output than allowed");
+        else
+                (void)snprintf(buf, size, "could not run: %s", strerror(-r->status));
+        return buf;
 }

@@ -27,14 +27,41 @@ typedef struct ProcessParams {
         uint64_t timeout_usec;  /* 0: none. At the timeout: SIGTERM, then SIGKILL 5 s later */
 } ProcessParams;
 
+/* The most a ProcessResult's last_line holds, in bytes after escaping: enough for a REASON. */
+#define PROCESS_LAST_LINE_MAX 200
+
+/* How a child ended. Valid during the ProcessDone call only. */
+typedef struct ProcessResult {
+        /*
+         * The exit status (>= 0), or -errno: -ETIMEDOUT when killed at the
+         * timeout; -EINTR when killed by another signal (`signal` says which);
+         * -EFBIG when captured output went over capture_max; or the -errno of
+         * a failed exec (-ENOENT, -EACCES, ...).
+         */
+        int status;
+        int signal;         /* the signal that ended it (at the timeout too), or 0 */
+        const char *output; /* the captured stdout, NUL-terminated ("" when not capturing) */
+        size_t output_len;
+        /*
+         * The last non-blank line it wrote on stderr, trimmed, as it may go
+         * into a log line or a REASON: control characters and bytes that are
+         * not UTF-8 written as \xNN, cut (never inside a character or an
+         * escape) to PROCESS_LAST_LINE_MAX bytes; "" when there was none. Seen
+         * even when the log of its output was truncated.
+         */
+        const char *last_line;
+} ProcessResult;
+
+/* Called once when the child has ended. The Process may be freed from the callback. */
+typedef void (*ProcessDone)(Process *p, const ProcessResult *result, void *userdata);
+
 /*
- * RESULT: the exit status (>= 0); -ETIMEDOUT when killed at the timeout;
- * -EINTR when killed by another signal; -EFBIG when captured output went
- * over capture_max; or the -errno of a failed exec (-ENOENT, -EACCES, …).
- * OUTPUT is the captured stdout, NUL-terminated (empty when not capturing),
- * valid during the call only. The Process may be freed from the callback.
+ * How the child ended, in words that follow "the hook ...": "exited with
+ * status 0", "failed with exit status 3", "was killed by signal SEGV",
+ * "timed out", "printed more output than allowed", "could not run: No such
+ * file or directory". Written into BUF (SIZE bytes); returns BUF.
  */
-typedef void (*ProcessDone)(Process *p, int result, const char *output, size_t output_len, void *userdata);
+const char *process_result_to_string(const ProcessResult *r, char *buf, size_t size);
 
 /* Starts the child. Returns 0 and a new Process, or -errno (nothing started). */
 int process_spawn(sd_event *event, const ProcessParams *params, ProcessDone done, void *userdata,

@@ -12,14 +12,24 @@
  *    here: json-c's check lets overlong forms through), hold one object and
  *    nothing after it but whitespace, and nest at most PROTOCOL_MAX_DEPTH
  *    deep.
- *  - CMD is a non-negative integer or a string of 1-9 digits.
  *  - ID is a string of 1-PROTOCOL_MAX_ID bytes. A JSON integer is taken too,
  *    as its decimal text: a platform that numbers its commands still gets an
  *    answer (the receipt echoes the ID as a string; dropping the command
- *    would leave it unanswered for good).
+ *    would leave it unanswered for good). json-c saturates integers beyond
+ *    64 bits without telling (UINT64_MAX above, INT64_MIN below; checked
+ *    against json-c 0.16 by a unit test), so those two values are refused:
+ *    the ID they stand for cannot be echoed exactly, and an answer with
+ *    another ID would answer a command that was never sent.
+ *  - CMD is a non-negative integer or a string of 1-9 digits.
  *  - A null value counts as an absent key.
- *  - A known key with any other type, an over-long string or a string with
- *    an embedded NUL is -EBADMSG: the message is dropped, never half-used.
+ *  - Every command with an ID gets an answer (SPEC 5.1): once the ID
+ *    decodes, a missing or bad CMD, an over-long ID, or a known key with
+ *    another type, an over-long string or a string with an embedded NUL
+ *    gives the message with `invalid` saying what is wrong, and nothing but
+ *    its CMD and ID; the caller refuses it with that reason. Nothing is
+ *    ever half-used.
+ *  - Without an ID, or with one that cannot be echoed, there is nothing to
+ *    answer: the message is dropped (-ENOMSG, -EBADMSG, -ERANGE).
  * The payload buffer belongs to the caller (libmosquitto); the copies of
  * DEVICE_SECRET made here, json-c's parse buffer and string included, are
  * erased before they are freed. (Not reachable: a block json-c's printbuf
@@ -195,23 +205,62 @@ static json_object *json_get(json_object *o, const char *key)
         return v; /* NULL for a JSON null */
 }
 
-/* Returns 0 with *ret = NULL when absent, 1 with a copy when present, or -EBADMSG/-ENOMEM. */
-static int json_get_string(json_object *o, const char *key, size_t max, char **ret)
+#define STRINGIFY(x) #x
+#define XSTRINGIFY(x) STRINGIFY(x)
+
+/* A string field of a platform message, and the REASONs a command is refused with when it is bad. */
+typedef struct StringField {
+        const char *key;
+        size_t max;
+        const char *not_string, *too_long, *has_nul;
+} StringField;
+
+/* clang-format off */
+#define STRING_FIELD(k, max) { (k), (max), k " must be a string", k " longer than " XSTRINGIFY(max) " bytes", \
+                               k " contains a NUL character" }
+#define REASON_BAD_CMD \
+        "CMD must be a non-negative integer or a string of 1-" XSTRINGIFY(PROTOCOL_MAX_CMD_DIGITS) " digits"
+#define REASON_BAD_SIZE \
+        "SIZE must be a non-negative integer or a string of 1-" XSTRINGIFY(PROTOCOL_MAX_SIZE_DIGITS) " digits"
+/* clang-format on */
+
+static const StringField field_url = STRING_FIELD("URL", PROTOCOL_MAX_FIELD);
+/* Versions are only length-limited here: a bad one must reach the caller, which refuses it (SPEC 5.1). */
+static const StringField field_fw_version = STRING_FIELD("FW_VERSION", PROTOCOL_MAX_FIELD);
+static const StringField field_version = STRING_FIELD("VERSION", PROTOCOL_MAX_FIELD);
+static const StringField field_md5 = STRING_FIELD("MD5", PROTOCOL_MAX_FIELD);
+static const StringField field_sha256 = STRING_FIELD("SHA256", PROTOCOL_MAX_FIELD);
+static const StringField field_secret = STRING_FIELD("DEVICE_SECRET", PROTOCOL_MAX_SECRET);
+
+/*
+ * Returns 0 with *ret = NULL when absent, 1 with a copy when present,
+ * -EBADMSG with *reason set when it is not a string of at most F->max bytes
+ * without NUL, or -ENOMEM.
+ */
+static int json_get_string(json_object *o, const StringField *f, char **ret, const char **reason)
 {
-        json_object *v = json_get(o, key);
+        json_object *v = json_get(o, f->key);
         const char *s;
         size_t len;
 
         *ret = NULL;
         if (!v)
                 return 0;
-        if (!json_object_is_type(v, json_type_string))
+        if (!json_object_is_type(v, json_type_string)) {
+                *reason = f->not_string;
                 return -EBADMSG;
+        }
 
         s = json_object_get_string(v);
         len = (size_t)json_object_get_string_len(v);
-        if (len > max || strlen(s) != len) /* "\u0000" would silently cut the string */
+        if (len > f->max) {
+                *reason = f->too_long;
                 return -EBADMSG;
+        }
+        if (strlen(s) != len) { /* "\u0000" would silently cut the string */
+                *reason = f->has_nul;
+                return -EBADMSG;
+        }
 
         *ret = strndup(s, len);
         return *ret ? 1 : -ENOMEM;
@@ -224,6 +273,7 @@ static bool all_digits(const char *s, size_t max)
         return n > 0 && n <= max && s[n] == '\0';
 }
 
+/* Returns 0, or -ENOMSG (absent) or -EBADMSG (not a CMD). */
 static int parse_cmd(json_object *o, int *ret)
 {
         json_object *v = json_get(o, "CMD");
@@ -249,106 +299,162 @@ static int parse_cmd(json_object *o, int *ret)
         return -EBADMSG;
 }
 
-static int parse_id(json_object *o, char **ret)
+/* An integer ID as its decimal text, or -ERANGE when json-c may have saturated it. */
+static int parse_int_id(json_object *v, char **ret)
 {
-        json_object *v = json_get(o, "ID");
-        int r;
+        int64_t i = json_object_get_int64(v);
+        uint64_t u = json_object_get_uint64(v);
+        char buf[sizeof("-9223372036854775808")];
 
-        if (v && json_object_is_type(v, json_type_int)) {
-                int64_t i = json_object_get_int64(v);
-                char buf[sizeof("-9223372036854775808")];
-
-                /* json-c saturates out-of-range numbers; above INT64_MAX read it unsigned. */
-                if (i == INT64_MAX)
-                        (void)snprintf(buf, sizeof(buf), "%" PRIu64, json_object_get_uint64(v));
-                else
-                        (void)snprintf(buf, sizeof(buf), "%" PRId64, i);
-                *ret = strdup(buf);
-                return *ret ? 0 : -ENOMEM;
-        }
-
-        r = json_get_string(o, "ID", PROTOCOL_MAX_ID, ret);
-        if (r < 0)
-                return r;
-        if (r == 0)
-                return -ENOMSG;
-        if (**ret == '\0')
-                return -EBADMSG;
-        return 0;
+        /* json-c 0.16 reads numbers above UINT64_MAX as UINT64_MAX and below INT64_MIN as INT64_MIN,
+         * with no error: those two cannot be told from what they stand for. */
+        if (i == INT64_MIN || u == UINT64_MAX)
+                return -ERANGE;
+        /* get_int64() clamps to INT64_MAX what json-c holds as a uint64: read those unsigned. */
+        if (i == INT64_MAX)
+                (void)snprintf(buf, sizeof(buf), "%" PRIu64, u);
+        else
+                (void)snprintf(buf, sizeof(buf), "%" PRId64, i);
+        *ret = strdup(buf);
+        return *ret ? 0 : -ENOMEM;
 }
 
-static int parse_size(json_object *o, PlatformMessage *m)
+/*
+ * Returns 0 with the ID (and *reason set when it is longer than
+ * PROTOCOL_MAX_ID: answered, but not remembered), or -ENOMSG (absent),
+ * -EBADMSG (empty, with a NUL, neither a string nor an integer), -ERANGE
+ * (an integer json-c may have altered), -ENOMEM.
+ */
+static int parse_id(json_object *o, char **ret, const char **reason)
+{
+        json_object *v = json_get(o, "ID");
+        const char *s;
+        size_t len;
+
+        if (!v)
+                return -ENOMSG;
+        if (json_object_is_type(v, json_type_int))
+                return parse_int_id(v, ret);
+        if (!json_object_is_type(v, json_type_string))
+                return -EBADMSG;
+
+        s = json_object_get_string(v);
+        len = (size_t)json_object_get_string_len(v);
+        if (len == 0 || strlen(s) != len)
+                return -EBADMSG;
+        /* Echoed whatever its length (the payload limit bounds it), so that the platform learns why. */
+        if (len > PROTOCOL_MAX_ID)
+                *reason = "ID longer than " XSTRINGIFY(PROTOCOL_MAX_ID) " bytes";
+
+        *ret = strndup(s, len);
+        return *ret ? 0 : -ENOMEM;
+}
+
+/* Returns 0, or -EBADMSG with *reason set, or -ENOMEM. */
+static int parse_size(json_object *o, PlatformMessage *m, const char **reason)
 {
         json_object *v = json_get(o, "SIZE");
 
         if (!v)
                 return 0;
 
-        if (json_object_is_type(v, json_type_int)) {
-                if (json_object_get_int64(v) < 0)
-                        return -EBADMSG;
+        if (json_object_is_type(v, json_type_int) && json_object_get_int64(v) >= 0)
+                /* Beyond UINT64_MAX json-c saturates, which is larger than any image we take anyway. */
                 m->size = json_object_get_uint64(v);
-        } else if (json_object_is_type(v, json_type_string) &&
-                   all_digits(json_object_get_string(v), PROTOCOL_MAX_SIZE_DIGITS)) {
+        else if (json_object_is_type(v, json_type_string) &&
+                 all_digits(json_object_get_string(v), PROTOCOL_MAX_SIZE_DIGITS)) {
                 unsigned long long u;
 
                 errno = 0;
                 u = strtoull(json_object_get_string(v), NULL, 10);
-                if (errno == ERANGE)
+                if (errno == ERANGE) {
+                        *reason = "SIZE larger than 18446744073709551615";
                         return -EBADMSG;
+                }
                 m->size = (uint64_t)u;
-        } else
+        } else {
+                *reason = REASON_BAD_SIZE;
                 return -EBADMSG;
+        }
 
         m->has_size = true;
         return 0;
 }
 
-static int message_from_json(json_object *o, PlatformMessage *m)
+/* The fields after CMD and ID. Returns 0, or -EBADMSG with *reason set, or -ENOMEM. */
+static int message_fields_from_json(json_object *o, PlatformMessage *m, const char **reason)
 {
         int r;
 
-        r = parse_cmd(o, &m->cmd);
+        r = json_get_string(o, &field_url, &m->url, reason);
         if (r < 0)
                 return r;
 
-        r = parse_id(o, &m->id);
-        if (r < 0)
-                return r;
-
-        r = json_get_string(o, "URL", PROTOCOL_MAX_FIELD, &m->url);
-        if (r < 0)
-                return r;
-
-        /*
-         * The guide's text names the field VERSION, its sample FW_VERSION.
-         * Versions are only length-limited here: a bad one must still reach
-         * the caller, which answers it with BACK:"FAIL" (SPEC 5.1).
-         */
-        r = json_get_string(o, "FW_VERSION", PROTOCOL_MAX_FIELD, &m->fw_version);
+        /* The guide's text names the field VERSION, its sample FW_VERSION. */
+        r = json_get_string(o, &field_fw_version, &m->fw_version, reason);
         if (r == 0)
-                r = json_get_string(o, "VERSION", PROTOCOL_MAX_FIELD, &m->fw_version);
+                r = json_get_string(o, &field_version, &m->fw_version, reason);
         if (r < 0)
                 return r;
 
-        r = json_get_string(o, "MD5", PROTOCOL_MAX_FIELD, &m->md5);
+        r = json_get_string(o, &field_md5, &m->md5, reason);
         if (r < 0)
                 return r;
 
-        r = json_get_string(o, "SHA256", PROTOCOL_MAX_FIELD, &m->sha256);
+        r = json_get_string(o, &field_sha256, &m->sha256, reason);
         if (r < 0)
                 return r;
 
-        r = parse_size(o, m);
+        r = parse_size(o, m, reason);
         if (r < 0)
                 return r;
 
-        r = json_get_string(o, "DEVICE_SECRET", PROTOCOL_MAX_SECRET, &m->device_secret);
+        r = json_get_string(o, &field_secret, &m->device_secret, reason);
         if (r < 0)
                 return r;
-        if (m->device_secret && *m->device_secret == '\0') /* nothing to log in with */
+        if (m->device_secret && *m->device_secret == '\0') { /* nothing to log in with */
+                *reason = "DEVICE_SECRET must not be empty";
                 return -EBADMSG;
+        }
 
+        return 0;
+}
+
+/* Drops every field but CMD and ID, the secret erased: a refused message is never half-used. */
+static void message_keep_header(PlatformMessage *m, const char *invalid)
+{
+        PlatformMessage header = {.cmd = m->cmd, .id = m->id, .invalid = invalid};
+
+        m->id = NULL; /* moved into HEADER */
+        platform_message_clear(m);
+        *m = header;
+}
+
+static int message_from_json(json_object *o, PlatformMessage *m)
+{
+        const char *invalid = NULL;
+        int r;
+
+        /* The ID first: without one there is nobody to answer. */
+        r = parse_id(o, &m->id, &invalid);
+        if (r < 0)
+                return r;
+
+        r = parse_cmd(o, &m->cmd);
+        if (r < 0) {
+                m->cmd = CMD_NONE;
+                if (!invalid)
+                        invalid = r == -ENOMSG ? "CMD missing" : REASON_BAD_CMD;
+        }
+
+        if (!invalid) {
+                r = message_fields_from_json(o, m, &invalid);
+                if (r < 0 && r != -EBADMSG)
+                        return r;
+        }
+
+        if (invalid)
+                message_keep_header(m, invalid);
         return 0;
 }
 

@@ -21,6 +21,7 @@
 #define PROTOCOL_MAX_VERSION 64
 
 typedef enum ProtocolCmd {
+        CMD_NONE = -1, /* decoded: CMD was missing or not a CMD (the message's `invalid` says which) */
         CMD_VERSION_REPORT = 10,
         CMD_OTA = 11, /* platform: upgrade command; device: its receipt */
         CMD_PROGRESS = 12,
@@ -46,10 +47,15 @@ TopicKind protocol_topic_kind(const char *topic, const char *product_id, const c
 /*
  * A message from the platform, decoded. Strings are malloc()ed and owned by
  * the struct; platform_message_clear() frees them and erases the secret.
+ *
+ * When `invalid` is set the message is to be refused with that REASON (a
+ * static string, e.g. "URL must be a string"): it then holds its CMD
+ * (CMD_NONE when that was the problem) and ID, and nothing else.
  */
 typedef struct PlatformMessage {
-        int cmd;
-        char *id;
+        int cmd;  /* >= 0, or CMD_NONE with `invalid` set */
+        char *id; /* 1-PROTOCOL_MAX_ID bytes, longer only with `invalid` set */
+        const char *invalid;
         /* CMD 11 */
         char *url;
         char *fw_version; /* FW_VERSION, or VERSION */
@@ -62,12 +68,23 @@ typedef struct PlatformMessage {
 } PlatformMessage;
 
 /*
- * Decodes PAYLOAD. Returns 0 and fills *ret, or:
+ * Decodes PAYLOAD. Every message with an ID that can be echoed decodes, so
+ * that it can be answered (SPEC 5.1). Returns 0 and fills *ret (check
+ * ret->invalid: set when CMD is missing or bad, the ID is longer than
+ * PROTOCOL_MAX_ID, or a known field has the wrong type, is too long or holds
+ * a NUL), or, when there is nobody to answer:
  *   -EMSGSIZE  payload over PROTOCOL_MAX_PAYLOAD
- *   -EBADMSG   not JSON, not an object, or a field of the wrong type/too long
- *   -ENOMSG    no CMD, or no ID (nothing to answer to)
+ *   -EBADMSG   not strict UTF-8, not JSON, not one object; or an ID that is
+ *              empty, holds a NUL, or is neither a string nor an integer
+ *   -ERANGE    an integer ID at or beyond the 64-bit limits (UINT64_MAX,
+ *              INT64_MIN), which json-c saturates: it cannot be echoed exactly
+ *   -ENOMSG    no ID
+ *   -ENOMEM
  * On failure *ret is zeroed and owns nothing. Which command numbers are
- * meaningful is the caller's business: any integer CMD decodes.
+ * meaningful is the caller's business: any integer CMD decodes. What the
+ * daemon does with each case: an unknown CMD is dropped with a warning; on
+ * ota/set, CMD_NONE is answered as CMD 11 FAIL with the reason; on
+ * register/set, an invalid message is dropped with a warning.
  */
 int protocol_parse(const void *payload, size_t len, PlatformMessage *ret);
 void platform_message_clear(PlatformMessage *m);

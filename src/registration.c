@@ -132,6 +132,10 @@ void registration_message(Registration *reg, const PlatformMessage *m)
 {
         int r;
 
+        if (m->invalid) {
+                log_warning("Dropped a message with ID %s on %s: %s.", m->id, reg->topic_set, m->invalid);
+                return;
+        }
         if (m->cmd != CMD_REGISTER_SECRET) {
                 log_warning("Dropped a message with CMD %d on %s: only CMD %d is expected there.", m->cmd,
                             reg->topic_set, CMD_REGISTER_SECRET);

@@ -25,9 +25,9 @@ int version_read_hw(const Config *c, char **ret);
 int version_read_fw(const Config *c, char **ret);
 
 /*
- * Runs `HOOK version` with its stdout captured; DONE gets the process result
- * and the output, which the caller passes to version_parse(). Returns 0 and
- * the running Process (free it to cancel), or -errno.
+ * Runs `HOOK version` with its stdout captured; DONE gets the ProcessResult,
+ * whose output the caller passes to version_parse() when its status is 0.
+ * Returns 0 and the running Process (free it to cancel), or -errno.
  */
 int version_query_hook(sd_event *event, const Config *c, ProcessDone done, void *userdata, Process **ret);
 

@@ -56,7 +56,8 @@ static bool key_ok(const char *k)
 static bool entries_eq(const JournalEntry *a, const JournalEntry *b, size_t n)
 {
         for (size_t i = 0; i < n; i++)
-                if (!str_eq(a[i].id, b[i].id) || !str_eq(a[i].target, b[i].target))
+                if (!str_eq(a[i].id, b[i].id) || !str_eq(a[i].target, b[i].target) ||
+                    !str_eq(a[i].reason, b[i].reason))
                         return false;
         return true;
 }

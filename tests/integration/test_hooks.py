@@ -7,11 +7,16 @@ RAUC runs as `rauc service` on a private dbus-daemon, with file-backed slots
 and a file-backed "bootloader" (hooks_data/rauc-bootloader-backend). Nothing
 touches the real system: no real bus, no real slot, no file outside tmp.
 
+A failing install must leave the installer's own reason as the hook's last
+line on stderr: krtiotd sends that line to the platform as the REASON (the
+last tests run the hooks under the real krtiotd to check it arrives).
+
 A check that cannot run here is skipped with the reason, never passed.
 Run: /usr/bin/python3 -m pytest tests/integration/test_hooks.py
 KRTIOT_HOOKS_DIR points the tests at installed hooks instead of src/hooks.
 """
 
+import json
 import os
 import select
 import shlex
@@ -34,6 +39,12 @@ def write_config(path, values):
     """A hook config: KEY='value' lines, as an admin would write them."""
     path.write_text("".join(f"{k}={shlex.quote(str(v))}\n" for k, v in values.items()))
     return path
+
+
+def last_stderr_line(r):
+    """The hook's last non-blank line on stderr: what krtiotd sends as the REASON."""
+    lines = [line.strip() for line in r.stderr.splitlines() if line.strip()]
+    return lines[-1] if lines else ""
 
 
 def run_hook(name, args, tmp, config=None, target="2.0", env=None):
@@ -297,6 +308,9 @@ def test_swupdate_refuses_image_signed_with_another_key(swu):
     r = run_hook("swupdate", ["install", swu.build(signer="other")], swu.tmp, swu.config())
     assert r.returncode not in (INSTALLED, REBOOT)
     assert swu.target.read_bytes() == swu.untouched
+    # SWUpdate's first error, not its generic last ones ("SWUpdate *failed* !")
+    assert last_stderr_line(r) == "swupdate hook: swupdate failed: Authentication of all signatures failed", \
+        r.stdout + r.stderr
 
 
 def test_swupdate_refuses_unsigned_image(swu):
@@ -329,7 +343,8 @@ def test_swupdate_hardware_compatibility(swu, conf, ok):
         assert swu.target.read_bytes() == swu.image.read_bytes()
     else:
         assert r.returncode not in (INSTALLED, REBOOT)
-        assert "not compatible with hardware" in r.stdout + r.stderr
+        assert last_stderr_line(r) == "swupdate hook: swupdate failed: SW not compatible with hardware", \
+            r.stdout + r.stderr
         assert swu.target.read_bytes() == swu.untouched
 
 
@@ -362,18 +377,26 @@ def stub_swupdate(tmp, body):
     return {"PATH": f"{bindir}:{PATH}"}, Path(f"{stub}.args")
 
 
-@pytest.mark.parametrize("body,expected", [
-    ("echo '[INFO ] : SWUPDATE successful ! SWUPDATE successful !'; exit 1", REBOOT),
-    ("echo '[ERROR] : SWUPDATE failed [1] Installation failed !'; exit 0", None),
-    ("exit 0", None),
+@pytest.mark.parametrize("body,expected,reason", [
+    ("echo '[INFO ] : SWUPDATE successful ! SWUPDATE successful !'; exit 1", REBOOT, None),
+    ("echo '[ERROR] : SWUPDATE failed [1] Installation failed !'; exit 0", None,
+     "swupdate failed: Installation failed !"),
+    ("echo '[ERROR] : SWUPDATE failed [0] ERROR core/handler.c : cannot open /dev/mmcblk0p3'; "
+     "echo '[ERROR] : SWUPDATE failed [0] ERROR : SWUpdate *failed* !'", None,
+     "swupdate failed: cannot open /dev/mmcblk0p3"),
+    ("exit 0", None, "swupdate did not report success (exit status 0)"),
+    ("echo '[ERROR] : out of memory'; exit 139", None,
+     "swupdate did not report success (exit status 139): out of memory"),
 ])
-def test_swupdate_result_comes_from_its_messages_not_its_exit_status(tmp_path, body, expected):
-    """Stub swupdate: SWUpdate 2022.12 exits 1 after some successful runs."""
+def test_swupdate_result_comes_from_its_messages_not_its_exit_status(tmp_path, body, expected, reason):
+    """Stub swupdate: SWUpdate 2022.12 exits 1 after some successful runs.
+    A failure ends with SWUpdate's first error on the hook's stderr."""
     env, _ = stub_swupdate(tmp_path, body)
     (tmp_path / "x.swu").write_bytes(b"x")
     r = run_hook("swupdate", ["install", tmp_path / "x.swu"], tmp_path, {}, env=env)
     if expected is None:
         assert r.returncode not in (INSTALLED, REBOOT)
+        assert last_stderr_line(r) == "swupdate hook: " + reason, r.stdout + r.stderr
     else:
         assert r.returncode == expected, r.stdout + r.stderr
 
@@ -652,6 +675,9 @@ def test_rauc_without_conf_uses_the_service(rauc):
 def test_rauc_refuses_bundle_signed_by_another_ca(rauc):
     r = rauc.hook("install", rauc.bundle(signer="other"))
     assert r.returncode not in (INSTALLED, REBOOT)
+    # RAUC's "LastError:" line, on stdout, repeated as the hook's last stderr line
+    assert last_stderr_line(r).startswith("rauc hook: rauc install failed: signature verification failed"), \
+        r.stdout + r.stderr
     assert rauc.slot("B") == b"\0" * SLOT_SIZE
     assert rauc.boot_file("primary") == "A\n"
 
@@ -660,6 +686,9 @@ def test_rauc_refuses_incompatible_bundle_unless_extra_args_say_so(rauc):
     bundle = rauc.bundle(compatible="another-board")
     r = rauc.hook("install", bundle)
     assert r.returncode not in (INSTALLED, REBOOT)
+    assert last_stderr_line(r) == ("rauc hook: rauc install failed: Installation error: Compatible mismatch: "
+                                   "Expected 'krtiot-test-board' but bundle manifest has 'another-board'"), \
+        r.stdout + r.stderr
     assert rauc.slot("B") == b"\0" * SLOT_SIZE
     r = rauc.hook("install", bundle,
                   config={"RAUC_CONF": rauc.conf, "RAUC_EXTRA_ARGS": "--ignore-compatible"})
@@ -673,6 +702,88 @@ def test_rauc_version_file_overrides_rauc_status(tmp_path):
     assert (r.returncode, r.stdout) == (0, "7.1+build.3\n")
 
 
+def test_rauc_failure_without_lasterror_gives_rauc_last_line(tmp_path):
+    """Stub rauc: no "LastError:" line (a D-Bus failure, say): its last line."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "rauc").write_text("#!/bin/sh\necho 'installing'\n"
+                                 "echo 'rauc-CRITICAL **: Error creating proxy: Could not connect' >&2\n"
+                                 "echo >&2\nexit 1\n")
+    (bindir / "rauc").chmod(0o755)
+    (tmp_path / "x.raucb").write_bytes(b"x")
+    r = run_hook("rauc", ["install", tmp_path / "x.raucb"], tmp_path, {}, env={"PATH": f"{bindir}:{PATH}"})
+    assert r.returncode not in (INSTALLED, REBOOT)
+    assert last_stderr_line(r) == ("rauc hook: rauc install failed: "
+                                   "rauc-CRITICAL **: Error creating proxy: Could not connect"), r.stderr
+    assert "installing" in r.stdout, "rauc's output must still reach the log"
+
+
 def test_rauc_install_of_missing_image_fails(tmp_path):
     r = run_hook("rauc", ["install", tmp_path / "none.raucb"], tmp_path, {})
     assert r.returncode not in (INSTALLED, REBOOT)
+
+
+# ------------------------------------------- through krtiotd to the platform ----
+# Review item 11: what RAUC or SWUpdate said reaches the platform as the REASON
+# of the failed job (CMD 12 FAILED, the journal), through the real daemon.
+# krtiotd runs the hook with a clean environment, so the hook gets its
+# settings - the private bus's address, TMPDIR - from its config file, as on a
+# device: "export" lines, the file being sourced (krtiot-hooks(7)). Only the
+# file's path comes from a wrapper here, as /etc/krtiot/hooks is not ours.
+
+def daemon_hook(tmp, name, settings, exports):
+    conf = tmp / f"{name}-daemon.conf"
+    conf.write_text("".join(f"{k}={shlex.quote(str(v))}\n" for k, v in settings.items()) +
+                    "".join(f"export {k}={shlex.quote(str(v))}\n" for k, v in exports.items()))
+    hook = tmp / f"{name}-daemon-hook"
+    hook.write_text(f"#!/bin/sh\nKRTIOT_HOOK_CONFIG={shlex.quote(str(conf))} "
+                    f"exec {shlex.quote(str(HOOKS / name))} \"$@\"\n")
+    hook.chmod(0o755)
+    return hook
+
+
+def failed_through_krtiotd(tmp, krtiotd, platform, hook, image):
+    """krtiotd with HOOK installs IMAGE, served by nginx, and fails: returns
+    (receipt, CMD 12 FAILED, the journal's job)."""
+    from nginx import NGINX, Nginx
+    if not os.access(NGINX, os.X_OK):
+        pytest.skip(f"nginx is not installed ({NGINX})")
+    www = tmp / "www"
+    www.mkdir()
+    shutil.copy(image, www / "update.bin")
+    with Nginx(www) as ngx:
+        d = krtiotd(fw_version="1.0", config={"ota.hook": str(hook), "ota.report_progress": True})
+        try:
+            platform.wait_for_report("D1", timeout=20)
+            mark = platform.mark()
+            cmd_id = platform.send_ota("P1", "D1", ngx.url("update.bin"), "2.0")
+            receipt = platform.wait_for_receipt("D1", cmd_id, since=mark)
+            failed = platform.wait_for_progress("D1", cmd_id, "FAILED", since=mark, timeout=240)
+        finally:
+            d.stop()
+    with open(os.path.join(d.state_dir, "ota-journal.json")) as f:
+        job = json.load(f)["job"]
+    return receipt, failed, job
+
+
+def test_rauc_reason_reaches_the_platform(rauc, krtiotd, platform):
+    hook = daemon_hook(rauc.d, "rauc", {"RAUC_CONF": rauc.conf}, rauc.env)
+    receipt, failed, job = failed_through_krtiotd(rauc.d, krtiotd, platform, hook, rauc.bundle(signer="other"))
+    assert receipt.get("BACK") == "OK"
+    reason = failed.get("REASON", "")
+    assert reason.startswith("the install hook failed with exit status 1: rauc hook: rauc install failed: "
+                             "signature verification failed"), failed
+    assert job["phase"] == "failed" and job["reason"] == reason
+    assert rauc.slot("B") == b"\0" * SLOT_SIZE
+
+
+def test_swupdate_reason_reaches_the_platform(swu, krtiotd, platform):
+    hook = daemon_hook(swu.tmp, "swupdate", swu.config(SWUPDATE_HW_COMPAT="board:2.0"),
+                       {"TMPDIR": swu.tmp / "tmpdir"})
+    (swu.tmp / "tmpdir").mkdir(exist_ok=True)
+    receipt, failed, job = failed_through_krtiotd(swu.tmp, krtiotd, platform, hook, swu.build())
+    assert receipt.get("BACK") == "OK"
+    assert failed.get("REASON") == ("the install hook failed with exit status 1: "
+                                    "swupdate hook: swupdate failed: SW not compatible with hardware"), failed
+    assert job["phase"] == "failed" and job["reason"] == failed.get("REASON")
+    assert swu.target.read_bytes() == swu.untouched

@@ -32,7 +32,7 @@ class Device:
     """A krtiotd whose hook is the copy hook, with a slot and a version file."""
 
     def __init__(self, tmp_path, krtiotd, platform, ngx, install_sleep=0, install_exit=None,
-                 reboot=False, config=None, commit_sleep=0, version_sleep=0):
+                 reboot=False, config=None, commit_sleep=0, version_sleep=0, install_signal=None):
         self.platform = platform
         self.ngx = ngx
         self.dev = tmp_path / "dev"
@@ -54,6 +54,9 @@ class Device:
             lines.append('[ "$1" = version ] && sleep %s' % version_sleep)
         if commit_sleep:
             lines.append('[ "$1" = commit ] && sleep %s' % commit_sleep)
+        if install_signal is not None:
+            lines.append('[ "$1" = install ] && { echo "wrapper: about to crash" >&2; ulimit -c 0; kill -%s $$; }'
+                         % install_signal)
         if install_exit is not None:
             lines.append('[ "$1" = install ] && { echo "wrapper: failing on purpose" >&2; exit %d; }'
                          % install_exit)
@@ -239,6 +242,182 @@ def test_bad_commands_are_refused_without_download(device, nginx, www, platform)
     assert dv.files() == []
 
 
+# -- 2b: every command with an ID is answered, and the answer is remembered -------
+
+OTA_SET = "/sys/P1/D1/thing/ota/set"
+BAD_CMD = "CMD must be a non-negative integer or a string of 1-9 digits"
+
+
+DROP = object()  # a key to leave out
+
+
+def _cmd(cmd_id, url, version="2.0.1"):
+    return {"CMD": 11, "ID": cmd_id, "URL": url, "FW_VERSION": version}
+
+
+def _refused(name, url):
+    """(ID, message, REASON) of the commands SPEC 5.1 answers FAIL, each with a bad field."""
+    cases = {
+        "url-number": (dict(URL=5), "URL must be a string"),
+        "url-4097": (dict(URL="http://127.0.0.1/" + "u" * 4080), "URL longer than 4096 bytes"),
+        "version-number": (dict(FW_VERSION=2.0), "FW_VERSION must be a string"),
+        "md5-array": (dict(MD5=[]), "MD5 must be a string"),
+        "sha256-bool": (dict(SHA256=True), "SHA256 must be a string"),
+        "size-string": (dict(SIZE="12a"), "SIZE must be a non-negative integer or a string of 1-20 digits"),
+        "no-cmd": (dict(CMD=DROP), "CMD missing"),
+        "cmd-bool": (dict(CMD=True), BAD_CMD),
+        "version-space": (dict(FW_VERSION="1.0 beta"), "FW_VERSION must be 1-64 characters of 0-9A-Za-z._+~-"),
+        "ftp": (dict(URL="ftp://127.0.0.1/fw.img"), "URL must be http:// or https://"),
+    }
+    fields, reason = cases[name]
+    cmd_id = "R%s" % name.upper().replace("-", "")[:11]
+    msg = _cmd(cmd_id, url)
+    msg.update(fields)
+    return cmd_id, {k: v for k, v in msg.items() if v is not DROP}, reason
+
+
+REFUSED = ["url-number", "url-4097", "version-number", "md5-array", "sha256-bool", "size-string",
+           "no-cmd", "cmd-bool", "version-space", "ftp"]
+
+
+def test_bad_fields_are_answered_fail_and_the_answer_is_remembered(device, nginx, www, platform):
+    """Review item 8 / SPEC 5.1: a field of the wrong type, a URL over the
+    limit, a missing or bad CMD are answered BACK FAIL with a REASON (they
+    were dropped silently). The same ID again, now with a good command, gets
+    the same answer and starts nothing, also after a restart (journaled)."""
+    image(www, "fw.img", 64 * 1024)
+    dv = device(nginx).start()
+    url = nginx.url("fw.img")
+    mark = platform.mark()
+    cases = [_refused(name, url) for name in REFUSED]
+    for _cmd_id, msg, _reason in cases:
+        platform.send_raw(OTA_SET, json.dumps(msg))
+    for cmd_id, _msg, reason in cases:
+        r = platform.wait_for_receipt("D1", cmd_id, since=mark)
+        assert (r.cmd, r.get("BACK"), r.get("REASON")) == (11, "FAIL", reason), r
+
+    recent = {e["id"]: e.get("reason") for e in dv.journal().get("recent", [])}
+    for cmd_id, _msg, reason in cases:
+        assert recent.get(cmd_id) == reason, "refusal of %s not journaled: %r" % (cmd_id, recent)
+
+    def same_ids_again(since):
+        for cmd_id, _msg, _reason in cases:
+            platform.send_raw(OTA_SET, json.dumps(_cmd(cmd_id, url)))  # a good command now
+        for cmd_id, _msg, reason in cases:
+            r = platform.wait_for_receipt("D1", cmd_id, since=since)
+            assert (r.get("BACK"), r.get("REASON")) == ("FAIL", reason), (cmd_id, r)
+
+    mark2 = platform.mark()
+    same_ids_again(mark2)
+    dv.d.stop()
+    mark3 = platform.mark()
+    dv.d.start()
+    platform.wait_for_report("D1", since=mark3, timeout=20)
+    same_ids_again(mark3)
+    time.sleep(1.5)
+    assert [m for m in platform.messages("D1", since=mark2)
+            if not (m.cmd == 10 or (m.cmd == 11 and m.get("BACK") == "FAIL"))] == []
+    assert nginx.access_log() == [], "a refused command ID started a download"
+    assert dv.hook_calls() == []
+
+
+def test_over_long_id_is_answered_but_not_remembered(device, nginx, www, platform):
+    """An ID over 64 bytes is echoed with FAIL and its reason, and never
+    journaled (IDs that long could make the journal too big to load)."""
+    image(www, "fw.img", 64 * 1024)
+    dv = device(nginx).start()
+    long_id = "L" * 65 + "\u00e9"
+    mark = platform.mark()
+    platform.send_raw(OTA_SET, json.dumps(_cmd(long_id, nginx.url("fw.img"))))
+    r = platform.wait_for_receipt("D1", long_id, since=mark)
+    assert (r.get("BACK"), r.get("REASON")) == ("FAIL", "ID longer than 64 bytes"), r
+    assert long_id not in json.dumps(dv.journal() or {}, ensure_ascii=False)
+    time.sleep(1)
+    assert nginx.access_log() == [] and dv.hook_calls() == []
+
+
+@pytest.mark.parametrize("cmd_id", [18446744073709551621, 18446744073709551615, -9223372036854775809])
+def test_integer_id_beyond_64_bits_is_never_echoed_altered(device, nginx, www, platform, cmd_id):
+    """Review item 9: json-c saturates integers beyond 64 bits; such an ID
+    came back as 18446744073709551615. It is dropped with a warning (there is
+    no exact ID to answer with), while a 64-bit one is echoed digit for digit."""
+    image(www, "fw.img", 64 * 1024)
+    dv = device(nginx).start()
+    url = nginx.url("fw.img")
+    mark = platform.mark()
+    log_mark = dv.d.log_mark()
+    platform.send_raw(OTA_SET, '{"CMD":11,"ID":%d,"URL":"%s","FW_VERSION":"2.0.1"}' % (cmd_id, url))
+    platform.send_raw(OTA_SET, '{"CMD":11,"ID":18446744073709551614,"URL":"%s","FW_VERSION":"1.0 x"}' % url)
+    r = platform.wait_for_receipt("D1", "18446744073709551614", since=mark)
+    assert r.get("BACK") == "FAIL"
+    dv.d.wait_log(r"<4>Dropped a message on %s: an integer ID beyond 64 bits" % OTA_SET, since=log_mark)
+    answers = [m for m in platform.messages("D1", since=mark) if m.cmd != 10]
+    assert [m.get("ID") for m in answers] == ["18446744073709551614"], answers
+    assert nginx.access_log() == []
+
+
+# -- 2c: what reaches the log and STATUS= ----------------------------------------
+
+CONTROL_ID = "E\x1b[31mX\x01\x7f\nY"  # ESC, 0x01, DEL, a newline: nothing of it may reach a terminal raw
+RAW_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]|\xc2[\x80-\x9f]")
+
+
+def _assert_notify_clean(notify_socket):
+    for _t, _pid, text in notify_socket.datagrams():
+        for line in text.split("\n"):
+            assert re.fullmatch(r"[A-Z_]+=[^\x00-\x1f\x7f]*", line), \
+                "a notify assignment with a control character or a broken line: %r" % line
+
+
+def test_control_characters_in_an_id_are_logged_escaped(device, nginx, www, platform, notify_socket):
+    """Review item 10: an ID with ESC, 0x01, DEL and a newline is echoed
+    exactly, logged as \\xNN escapes (one call, one line), and neither the
+    log nor STATUS= ever holds a raw control character."""
+    data = image(www, "fw.img", 256 * 1024)
+    dv = device(nginx).start()
+    mark = platform.mark()
+    platform.send_raw(OTA_SET, json.dumps(_cmd(CONTROL_ID, nginx.url("fw.img"))))
+    assert platform.wait_for_receipt("D1", CONTROL_ID, since=mark).get("BACK") == "OK"
+    dv.wait_state(CONTROL_ID, "DONE", since=mark)
+    refused_id = CONTROL_ID + "2"
+    platform.send_raw(OTA_SET, json.dumps(_cmd(refused_id, nginx.url("fw.img"), version="bad version")))
+    assert platform.wait_for_receipt("D1", refused_id, since=mark).get("BACK") == "FAIL"
+    assert dv.slot.read_bytes() == data
+    dv.d.stop()
+
+    log = dv.d.log_text()
+    escaped = "E\\x1b[31mX\\x01\\x7f\\x0aY"
+    assert re.search(r"^<\d>Updating from 1\.0\.0 to 2\.0\.1 \(command %s\)\.$" % re.escape(escaped), log, re.M), \
+        "the ID is not logged escaped on one line"
+    assert re.search(r"^<4>Refused command %s2: FW_VERSION must be" % re.escape(escaped), log, re.M)
+    with open(dv.d.log_path, "rb") as f:
+        raw = f.read().decode("utf-8", "replace")
+    assert not RAW_CONTROL.search(raw.replace("\n", "")), "a raw control character in the log"
+    for line in raw.splitlines():
+        assert line.startswith("<") or line.startswith("=== start"), "a log line was split: %r" % line
+    _assert_notify_clean(notify_socket)
+    assert notify_socket.statuses(), "no STATUS= was recorded: the check above saw nothing"
+
+
+def test_url_user_secret_never_logged(device, nginx, www, platform, notify_socket):
+    """Review item 10: with log_level debug, the password of a download URL
+    (http://user:pass@host/...) is in neither the log nor STATUS=; the user
+    name is (a positive control that the URL was logged at all)."""
+    data = image(www, "fw.img", 256 * 1024)
+    dv = device(nginx, config={"log_level": "debug"}).start()
+    url = nginx.url("fw.img").replace("http://", "http://operator7:pass-Hq2x@")
+    cmd_id, mark = dv.send(url, "2.0.1")
+    assert platform.wait_for_receipt("D1", cmd_id, since=mark).get("BACK") == "OK"
+    dv.wait_state(cmd_id, "DONE", since=mark)
+    assert dv.slot.read_bytes() == data
+    dv.d.stop()
+    log = dv.d.log_text()
+    assert "pass" not in log, [line for line in log.splitlines() if "pass" in line]
+    assert not [t for t in notify_socket.all() if "pass" in t]
+    assert "<7>" in log, "not logging at debug level"
+    assert "operator7:***@127.0.0.1" in log, "the URL was never logged (redacted): nothing was checked"
+
+
 # -- 3 ---------------------------------------------------------------------------
 
 def test_same_id_after_done_is_receipted_again_without_download(device, nginx, www, platform):
@@ -316,13 +495,28 @@ def test_hook_failure_fails_the_job(device, nginx, www, platform):
     dv = device(nginx, install_exit=3).start()
     cmd_id, mark = dv.send(nginx.url("fw.img"), "2.0.1")
     failed = dv.wait_state(cmd_id, "FAILED", since=mark)
-    assert "3" in failed.get("REASON", ""), failed
+    # Review item 11: what the hook said on stderr, not only its status.
+    assert failed.get("REASON") == "the install hook failed with exit status 3: wrapper: failing on purpose", \
+        failed
     platform.wait_for_report("D1", OLD, since=mark)
     assert [c.split()[0] for c in dv.hook_calls()] == ["install"]
     wait_until(lambda: dv.files() == [], 5, "the image to be deleted (%r)" % dv.files())
     assert dv.slot.read_bytes() == b"old slot"
     assert dv.job().get("phase") == "failed"
     assert "DONE" not in dv.progress(cmd_id, since=mark)
+
+
+def test_hook_killed_by_a_signal_says_which(device, nginx, www, platform):
+    """Review item 11: a hook killed by a signal is reported as such
+    ("killed by signal SEGV"), not as "could not run: Interrupted system call"."""
+    image(www, "fw.img", 256 * 1024)
+    dv = device(nginx, install_signal="SEGV").start()
+    cmd_id, mark = dv.send(nginx.url("fw.img"), "2.0.1")
+    failed = dv.wait_state(cmd_id, "FAILED", since=mark)
+    assert failed.get("REASON") == "the install hook was killed by signal SEGV: wrapper: about to crash", failed
+    platform.wait_for_report("D1", OLD, since=mark)
+    assert dv.job().get("reason") == failed.get("REASON")
+    assert dv.slot.read_bytes() == b"old slot"
 
 
 # -- 7 ---------------------------------------------------------------------------

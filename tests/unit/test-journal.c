@@ -130,8 +130,11 @@ static void test_round_trip(void)
         saved->job = full_job();
         is_int(journal_remember_failed(saved, "F1", "1.9"), 0, "remember a failed job");
         is_int(journal_remember_failed(saved, "F2", NULL), 0, "remember a failed job without target");
-        is_int(journal_remember_recent(saved, "R1", "2.0.1"), 0, "remember a recent command");
-        is_int(journal_remember_recent(saved, "R2", NULL), 0, "remember a recent command without target");
+        is_int(journal_remember_recent(saved, "R1", "2.0.1", NULL), 0, "remember a recent command");
+        is_int(journal_remember_recent(saved, "R2", NULL, NULL), 0,
+               "remember a recent command without target");
+        is_int(journal_remember_recent(saved, "R3", NULL, "URL must be a string \"\\\n\x01"), 0,
+               "remember a command answered FAIL, with a reason JSON must escape");
 
         old = umask(0);
         is_int(journal_save(dir, saved), 0, "save a full journal");
@@ -151,8 +154,8 @@ static void test_round_trip(void)
                 is_int(loaded->job->phase, JOB_INSTALLING, "  phase");
         }
         is_int(loaded->n_failed, 2, "  two failed entries");
-        is_int(loaded->n_recent, 2, "  two recent entries");
-        if (loaded->n_failed == 2 && loaded->n_recent == 2) {
+        is_int(loaded->n_recent, 3, "  three recent entries");
+        if (loaded->n_failed == 2 && loaded->n_recent == 3) {
                 is_str(loaded->failed[0].id, "F1", "  failed[0].id");
                 is_str(loaded->failed[0].target, "1.9", "  failed[0].target");
                 is_str(loaded->failed[1].id, "F2", "  failed[1].id");
@@ -161,6 +164,12 @@ static void test_round_trip(void)
                 is_str(loaded->recent[0].target, "2.0.1", "  recent[0].target");
                 is_str(loaded->recent[1].id, "R2", "  recent[1].id");
                 ok(loaded->recent[1].target == NULL, "  recent[1].target stays NULL");
+                ok(loaded->recent[0].reason == NULL && loaded->recent[1].reason == NULL,
+                   "  commands answered OK have no reason");
+                is_str(loaded->recent[2].reason, "URL must be a string \"\\\n\x01",
+                       "  a FAIL answer's reason round-trips byte for byte");
+                ok(loaded->failed[0].reason == NULL && loaded->failed[1].reason == NULL,
+                   "  failed entries have no reason");
         }
 
         /* A job with only the required fields: the optional ones come back NULL/0, not "". */
@@ -266,7 +275,8 @@ static void test_truncated(void)
 
                 snprintf(id, sizeof(id), "ID%d", i);
                 if (journal_remember_failed(saved, id, "t") < 0 ||
-                    journal_remember_recent(saved, id, NULL) < 0)
+                    journal_remember_recent(saved, id, NULL,
+                                            i == 1 ? "SHA256 must be 64 hex digits" : NULL) < 0)
                         abort();
         }
         is_int(journal_save(dir, saved), 0, "save a journal to cut");
@@ -418,6 +428,29 @@ static void test_bad_content(void)
         LOAD("{\"failed\":[{\"id\":\"F\",\"target\":5}]}", -EBADMSG, "a failed target is a number");
         LOAD("{\"failed\":[{\"id\":\"F1\"},{\"id\":\"F2\"},{\"id\":3}]}", -EBADMSG,
              "a bad entry after good ones (no leak: see the ASan run)");
+        LOAD("{\"recent\":[{\"id\":\"R\",\"reason\":5}]}", -EBADMSG, "a recent reason is a number");
+        LOAD("{\"recent\":[{\"id\":\"R\",\"reason\":[\"x\"]}]}", -EBADMSG, "a recent reason is an array");
+        LOAD("{\"recent\":[{\"id\":\"R\",\"reason\":\"a\\u0000b\"}]}", -EBADMSG,
+             "a recent reason with an embedded NUL");
+        LOAD("{\"recent\":[{\"id\":\"R\",\"reason\":null}]}", 0, "a null reason is no reason (answered OK)");
+}
+
+/* Journals written before the recent list kept answers: their entries load, as commands answered OK. */
+static void test_old_format(void)
+{
+        static const char old[] = "{\"failed\":[{\"id\":\"F1\",\"target\":\"1.9\"}],"
+                                  "\"recent\":[{\"id\":\"R1\",\"target\":\"2.0.1\"},{\"id\":\"R2\"}]}";
+        _cleanup_journal_ Journal *j = NULL;
+
+        put(old, sizeof(old) - 1);
+        is_int(journal_load(dir, &j), 0, "a journal without reasons (the format before them) loads");
+        if (!j)
+                return;
+        is_int(j->n_recent, 2, "  with its recent entries");
+        ok(j->n_recent == 2 && !j->recent[0].reason && !j->recent[1].reason,
+           "  which count as answered OK (no reason)");
+        ok(journal_find_recent(j, "R1") && !journal_find_recent(j, "R1")->reason, "  found, answered OK");
+        ok(journal_is_failed(j, "F1"), "  and the failed list is as it was");
 }
 
 /* Strings up to JOURNAL_MAX_STRING (4096, the URL limit of protocol.h) bytes load; longer ones do not. */
@@ -550,16 +583,20 @@ static void test_lists(void)
                 char id[16];
 
                 snprintf(id, sizeof(id), "R%d", i);
-                if (journal_remember_recent(j, id, NULL) < 0)
+                if (journal_remember_recent(j, id, NULL, NULL) < 0)
                         abort();
         }
         is_int(j->n_recent, JOURNAL_MAX_RECENT, "17 recent IDs remembered: 16 kept");
         ok(!journal_is_recent(j, "R0"), "  R0, the oldest, is dropped");
         ok(journal_is_recent(j, "R1") && journal_is_recent(j, "R16"), "  R1 and R16 are kept");
         ok(!journal_is_failed(j, "R16"), "a recent ID is not a failed one");
-        is_int(journal_remember_recent(j, "R16", NULL), 0, "remembering an ID again");
+        ok(journal_find_recent(j, "R16") && !journal_find_recent(j, "R16")->reason, "R16 was answered OK");
+        is_int(journal_remember_recent(j, "R16", NULL, "FW_VERSION missing"), 0, "remembering an ID again");
         is_str(j->recent[JOURNAL_MAX_RECENT - 1].id, "R16", "  puts it last");
         ok(!journal_is_recent(j, "R1") && journal_is_recent(j, "R2"), "  and drops the oldest, R1");
+        is_str(journal_find_recent(j, "R16") ? journal_find_recent(j, "R16")->reason : NULL,
+               "FW_VERSION missing", "  and the newest answer is the one found");
+        ok(journal_find_recent(j, "R0") == NULL, "  a dropped ID is not found");
 
         is_int(journal_save(dir, j), 0, "save the full lists");
         is_int(journal_load(dir, &loaded), 0, "  they load (16 entries each is within the limit)");
@@ -621,6 +658,7 @@ int main(void)
         test_phases();
         test_truncated();
         test_bad_content();
+        test_old_format();
         test_limits();
         test_out_of_range();
         test_lists();

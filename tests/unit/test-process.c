@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Tests for process.c: real children (/bin/sh, coreutils) run inside a real
- * sd-event loop. Exit statuses, exec errors, capture and its limit, the
+ * sd-event loop. Exit statuses, signals by name, the last line of stderr
+ * (escaped, cut), exec errors, capture and its limit, the
  * clean environment, closed fds, reset signal state, timeout with the
  * SIGKILL grace, bounded memory under a flood, grandchildren holding the
  * pipes, and process_free() on a running child. The log goes to stderr, so
@@ -33,8 +34,11 @@ typedef struct Run {
         int pid;
         unsigned calls;
         int result;
+        int signal;
         char *output;
         size_t output_len;
+        char *last_line;
+        char how[128]; /* process_result_to_string() */
         bool free_in_callback;
         int kill_signal; /* sent to the child after kill_after_usec, if set */
         uint64_t kill_after_usec;
@@ -49,19 +53,23 @@ static uint64_t now_usec(void)
         return (uint64_t)ts.tv_sec * USEC_PER_SEC + (uint64_t)ts.tv_nsec / 1000;
 }
 
-static void on_done(Process *p, int result, const char *output, size_t output_len, void *userdata)
+static void on_done(Process *p, const ProcessResult *result, void *userdata)
 {
         Run *run = userdata;
 
         run->calls++;
-        run->result = result;
-        /* Freed first, read after: ASan proves OUTPUT outlives a free inside the callback. */
+        run->result = result->status;
+        run->signal = result->signal;
+        /* Freed first, read after: ASan proves RESULT outlives a free inside the callback. */
         if (run->free_in_callback)
                 run->p = process_free(p);
         free(run->output);
-        run->output = malloc(output_len + 1);
-        memcpy(run->output, output, output_len + 1);
-        run->output_len = output_len;
+        run->output = malloc(result->output_len + 1);
+        memcpy(run->output, result->output, result->output_len + 1);
+        run->output_len = result->output_len;
+        free(run->last_line);
+        run->last_line = strdup(result->last_line);
+        process_result_to_string(result, run->how, sizeof(run->how));
 }
 
 static int on_kill_timer(sd_event_source *s, uint64_t usec, void *userdata)
@@ -114,6 +122,7 @@ static int run_process(const ProcessParams *params, Run *run)
 static void run_done(Run *run)
 {
         free(run->output);
+        free(run->last_line);
         *run = (Run){};
 }
 
@@ -223,8 +232,16 @@ static void test_exit_status(void)
 {
         static const struct {
                 const char *script;
-                int want;
-        } cases[] = { { "exit 0", 0 }, { "exit 10", 10 }, { "exit 3", 3 }, { "kill -KILL $$", -EINTR } };
+                int want, signal;
+                const char *how;
+        } cases[] = {
+                { "exit 0", 0, 0, "exited with status 0" },
+                { "exit 10", 10, 0, "failed with exit status 10" },
+                { "exit 3", 3, 0, "failed with exit status 3" },
+                { "kill -KILL $$", -EINTR, SIGKILL, "was killed by signal KILL" },
+                /* No core file: the test must not leave one in the working directory. */
+                { "ulimit -c 0; kill -SEGV $$", -EINTR, SIGSEGV, "was killed by signal SEGV" },
+        };
 
         for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
                 char *argv[] = { SH, "-c", (char *)cases[i].script, NULL };
@@ -234,6 +251,9 @@ static void test_exit_status(void)
 
                 is_int(run_process(&params, &run), 0, "spawn");
                 is_int(run.result, cases[i].want, cases[i].script);
+                is_int(run.signal, cases[i].signal, "  the signal that ended it, or 0");
+                is_str(run.how, cases[i].how, "  in words");
+                is_str(run.last_line, "", "  no stderr: no last line");
                 is_int(run.calls, 1, "done called exactly once");
                 /* sd-event reaped it: no zombie left behind. */
                 errno = 0;
@@ -314,6 +334,8 @@ static void test_exec_errors(void)
 
         is_int(run_process(&params, &run), 0, "missing executable: spawn succeeds");
         is_int(run.result, -ENOENT, "missing executable: -ENOENT through DONE");
+        is_int(run.signal, 0, "missing executable: no signal (the child's _exit)");
+        is_str(run.how, "could not run: No such file or directory", "missing executable: in words");
         is_int(run.calls, 1, "missing executable: done once");
         run_done(&run);
 
@@ -508,6 +530,8 @@ static void test_signals(void)
         run.kill_after_usec = 100 * USEC_PER_MSEC;
         is_int(run_process(&params, &run), 0, "spawn");
         is_int(run.result, -EINTR, "SIGTERM kills the child although the parent blocks it: -EINTR");
+        is_int(run.signal, SIGTERM, "  and says SIGTERM did");
+        is_str(run.how, "was killed by signal TERM", "  in words (not \"Interrupted system call\")");
         ok(run.elapsed_usec < 3 * USEC_PER_SEC, "and promptly");
         run_done(&run);
 
@@ -524,6 +548,8 @@ static void test_timeout(void)
 
         is_int(run_process(&params, &run), 0, "spawn");
         is_int(run.result, -ETIMEDOUT, "timeout: -ETIMEDOUT");
+        is_int(run.signal, SIGTERM, "timeout: ended by our SIGTERM");
+        is_str(run.how, "timed out", "timeout: in words");
         ok(run.elapsed_usec >= 200 * USEC_PER_MSEC && run.elapsed_usec < 2 * USEC_PER_SEC,
            "timeout: SIGTERM at 200 ms is enough for a child that obeys it");
         run_done(&run);
@@ -601,6 +627,84 @@ static void test_output_lines(void)
                    "short lines: one truncation line");
         }
         is_int(run.result, 0, "short lines: the result is not affected");
+        run_done(&run);
+}
+
+/* The last non-blank line of stderr: what a hook says about why it failed, ready for a REASON. */
+static void test_last_line(void)
+{
+        static const struct {
+                const char *script;
+                const char *want;
+                const char *name;
+        } cases[] = {
+                { "echo first >&2; echo 'not stdout'; printf '  the reason \\n \\t \\n\\n' >&2; echo after", "the reason",
+                  "the last non-blank stderr line, trimmed; stdout does not count" },
+                { "printf 'no newline at the end' >&2", "no newline at the end", "a last line without newline" },
+                { "printf 'dos line\\r\\n' >&2", "dos line", "CR LF" },
+                { "printf 'a\\033[31mb\\001c\\177d\\n' >&2", "a\\x1b[31mb\\x01c\\x7fd",
+                  "control characters escaped as \\xNN" },
+                { "printf 'x\\377y\\302\\205z \\303\\251 \\355\\240\\200\\n' >&2",
+                  "x\\xffy\\xc2\\x85z \xc3\xa9 \\xed\\xa0\\x80",
+                  "bytes that are not UTF-8 and C1 controls escaped, UTF-8 kept" },
+                { "echo 'the line'; echo >&2", "", "no non-blank stderr line: empty" },
+        };
+        char *argv[] = { SH, "-c", NULL, NULL };
+        ProcessParams params = { .argv = argv, .log_prefix = "t", .log_max = 1024 * 1024 };
+        char want[PROCESS_LAST_LINE_MAX + 1];
+        Run run = {};
+        int saved, fd;
+
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                argv[2] = (char *)cases[i].script;
+                fd = stderr_begin(&saved);
+                is_int(run_process(&params, &run), 0, "spawn");
+                free(stderr_end(fd, saved));
+                is_str(run.last_line, cases[i].want, cases[i].name);
+                run_done(&run);
+        }
+
+        /* Cut to PROCESS_LAST_LINE_MAX bytes, never inside a character or an escape. */
+        argv[2] = "/usr/bin/head -c 300 /dev/zero | /usr/bin/tr '\\0' x >&2; exit 1";
+        fd = stderr_begin(&saved);
+        is_int(run_process(&params, &run), 0, "spawn");
+        free(stderr_end(fd, saved));
+        memset(want, 'x', PROCESS_LAST_LINE_MAX);
+        want[PROCESS_LAST_LINE_MAX] = 0;
+        is_str(run.last_line, want, "a 300-byte line is cut to 200 bytes");
+        is_int(run.result, 1, "  and the status is kept");
+        run_done(&run);
+
+        argv[2] = "{ printf a; for i in $(/usr/bin/seq 60); do printf '\\033'; done; echo; } >&2";
+        fd = stderr_begin(&saved);
+        is_int(run_process(&params, &run), 0, "spawn");
+        free(stderr_end(fd, saved));
+        ok(run.last_line && strlen(run.last_line) == 1 + 49 * 4 && run.last_line[0] == 'a' &&
+                   strcmp(run.last_line + strlen(run.last_line) - 4, "\\x1b") == 0,
+           "escapes are cut whole: 'a' and 49 of 60 \\x1b (197 bytes)");
+        run_done(&run);
+
+        argv[2] = "for i in $(/usr/bin/seq 150); do printf '\\303\\251'; done >&2";
+        fd = stderr_begin(&saved);
+        is_int(run_process(&params, &run), 0, "spawn");
+        free(stderr_end(fd, saved));
+        ok(run.last_line && strlen(run.last_line) == 200 &&
+                   strcmp(run.last_line + 198, "\xc3\xa9") == 0,
+           "UTF-8 is cut between characters: 100 of 150 two-byte characters");
+        run_done(&run);
+
+        /* The log's limit does not hide the last line: a hook's reason comes after its chatter. */
+        argv[2] = "/usr/bin/yes chatter | /usr/bin/head -n 5000 >&2; echo 'the real reason' >&2; exit 2";
+        params.log_max = 100;
+        fd = stderr_begin(&saved);
+        is_int(run_process(&params, &run), 0, "spawn");
+        {
+                _cleanup_free_ char *log = stderr_end(fd, saved);
+
+                ok(log && strstr(log, "output truncated") && !strstr(log, "the real reason"),
+                   "the log was truncated before the last line");
+        }
+        is_str(run.last_line, "the real reason", "  the last line is still the result's");
         run_done(&run);
 }
 
@@ -742,6 +846,7 @@ int main(void)
         test_stdio_closed();
         test_signals();
         test_output_lines();
+        test_last_line();
         test_flood();
         test_grandchild();
         test_free_running();
