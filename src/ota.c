@@ -250,10 +250,11 @@ static void on_reboot_done(Process *p, const ProcessResult *result, void *userda
         char how[64];
 
         o->reboot = process_free(o->reboot);
+        /* Not o->config->ota_reboot_argv: a reload since the start may have emptied it. */
         if (result->status != 0)
-                log_error("The reboot command %s %s%s%s; the new firmware is active after the next reboot.",
-                          o->config->ota_reboot_argv[0], process_result_to_string(result, how, sizeof(how)),
-                          result->last_line[0] ? ": " : "", result->last_line);
+                log_error("The reboot command %s%s%s; the new firmware is active after the next reboot.",
+                          process_result_to_string(result, how, sizeof(how)), result->last_line[0] ? ": " : "",
+                          result->last_line);
 }
 
 static void ota_reboot(Ota *o)
