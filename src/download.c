@@ -36,6 +36,7 @@
 #include "download.h"
 #include "log.h"
 #include "util/macro.h"
+#include "util/strings.h"
 
 #define REHASH_CHUNK_SIZE ((size_t)1024 * 1024)
 #define PROGRESS_INTERVAL_USEC USEC_PER_SEC
@@ -79,6 +80,7 @@ typedef struct DownloadResponse {
         char *etag;
         char *last_modified;
         uint64_t retry_after_sec;
+        bool location_elsewhere; /* a Location with a scheme other than http(s) */
 } DownloadResponse;
 
 /*
@@ -103,6 +105,7 @@ struct Download {
 
         /* Parameters, copied. */
         char *url;
+        char *url_log; /* URL with its password hidden: the only form a log line shows */
         char *part_path;
         uint64_t resume_offset;
         char *expected_md5;
@@ -193,6 +196,7 @@ static Download *download_unref(Download *d)
         free(d->resp.etag);
         free(d->resp.last_modified);
         free(d->url);
+        free(d->url_log);
         free(d->part_path);
         free(d->expected_md5);
         free(d->expected_sha256);
@@ -311,6 +315,13 @@ _printf_(4, 5) static void download_set_abort(Download *d, int error, bool retry
         va_end(ap);
 }
 
+static bool download_request_sent(Download *d)
+{
+        long n = 0;
+
+        return d->easy && curl_easy_getinfo(d->easy, CURLINFO_REQUEST_SIZE, &n) == CURLE_OK && n > 0;
+}
+
 /*
  * The one place where libcurl's codes, HTTP statuses and the reasons our own
  * callbacks stopped a transfer become -errno, a reason, and whether another
@@ -346,16 +357,45 @@ static int download_translate(Download *d, CURLcode code, char *reason, size_t s
         *ret_retry = false;
         switch (code) {
         case CURLE_UNSUPPORTED_PROTOCOL:
-                /* The initial URL's scheme was checked before: this came from a Location. */
-                (void)snprintf(reason, size, "redirect to a forbidden protocol");
-                return -EPROTONOSUPPORT;
+                /*
+                 * The initial URL's scheme was checked before, so this is
+                 * either a 3xx whose Location names another scheme, or an
+                 * answer (maybe the one to a redirect) without a valid HTTP
+                 * status line ("Received HTTP/0.9 when not allowed": an SSH
+                 * banner, random bytes; "Unsupported HTTP version"), which
+                 * never reached our header callback.
+                 */
+                if (status >= 300 && status < 400 && d->resp.location_elsewhere) {
+                        (void)snprintf(reason, size, "redirect to a forbidden protocol");
+                        return -EPROTONOSUPPORT;
+                }
+                (void)snprintf(reason, size, "the server's response is not HTTP");
+                return -EPROTO;
+        case CURLE_WEIRD_SERVER_REPLY:
+                /* Not a network accident: whatever answers there will answer the same again. */
+                (void)snprintf(reason, size, "the server's response is not HTTP");
+                return -EPROTO;
         case CURLE_TOO_MANY_REDIRECTS:
                 (void)snprintf(reason, size, "too many redirects");
                 return -ELOOP;
         case CURLE_URL_MALFORMAT:
                 (void)snprintf(reason, size, "malformed URL");
                 return -EINVAL;
+#if LIBCURL_VERSION_NUM >= 0x080600
+        case CURLE_TOO_LARGE: /* what libcurl 8.6 and later say instead */
+#endif
         case CURLE_OUT_OF_MEMORY:
+                /*
+                 * libcurl 7.88 also says this, without a message, when it
+                 * refuses a response header line over 100 KiB (or headers
+                 * over 300 KiB in all); such a line never reaches our header
+                 * callback. Between our request going out and the response
+                 * being accepted, that is what it means: the server's doing.
+                 */
+                if (!d->accepted && (strstr(d->errbuf, "header") || download_request_sent(d))) {
+                        (void)snprintf(reason, size, "response header too large");
+                        return -EPROTO;
+                }
                 (void)snprintf(reason, size, "out of memory");
                 return -ENOMEM;
         case CURLE_PEER_FAILED_VERIFICATION:
@@ -393,7 +433,6 @@ static int download_translate(Download *d, CURLcode code, char *reason, size_t s
         case CURLE_HTTP2:
         case CURLE_HTTP2_STREAM:
         case CURLE_HTTP3:
-        case CURLE_WEIRD_SERVER_REPLY:
                 *ret_retry = true;
                 (void)snprintf(reason, size, "connection lost");
                 return -ECONNRESET;
@@ -562,8 +601,8 @@ static void download_complete(Download *d)
                  */
                 if (!d->pieced || d->refetched)
                         return download_failf(d, -EBADMSG, "%s", mismatch);
-                log_info("Resumed download of %s failed verification (%s), fetching it whole again.", d->url,
-                         mismatch);
+                log_info("Resumed download of %s failed verification (%s), fetching it whole again.",
+                         d->url_log, mismatch);
                 d->refetched = true;
                 d->have_sha256 = false;
                 r = download_reset_file(d);
@@ -647,6 +686,20 @@ static const char *header_value(const char *buf, size_t len, const char *name, s
                 len--;
         *ret_len = len;
         return buf;
+}
+
+/* Whether a Location value is an absolute URL whose scheme is not http or https (RFC 3986 3.1). */
+static bool location_elsewhere(const char *v, size_t len)
+{
+        size_t i = 0;
+
+        if (len == 0 || !isalpha((unsigned char)v[0]))
+                return false;
+        while (i < len && (isalnum((unsigned char)v[i]) || v[i] == '+' || v[i] == '-' || v[i] == '.'))
+                i++;
+        if (i == len || v[i] != ':')
+                return false; /* a relative reference: same scheme */
+        return !((i == 4 && strncasecmp(v, "http", 4) == 0) || (i == 5 && strncasecmp(v, "https", 5) == 0));
 }
 
 static void take_validator(char **dst, const char *v, size_t len)
@@ -770,6 +823,8 @@ static size_t download_on_header(char *buf, size_t size, size_t n, void *userdat
                 take_validator(&resp->etag, v, vlen);
         else if ((v = header_value(buf, len, "Last-Modified", &vlen)))
                 take_validator(&resp->last_modified, v, vlen);
+        else if ((v = header_value(buf, len, "Location", &vlen)))
+                resp->location_elsewhere = location_elsewhere(v, vlen);
         else if ((v = header_value(buf, len, "Retry-After", &vlen))) {
                 if (vlen > 0 && parse_u64(v, vlen, &u) == vlen)
                         resp->retry_after_sec = u;
@@ -1077,8 +1132,8 @@ static void download_on_transfer_done(Download *d, CURLcode code)
                 return download_failf(d, r, "cannot schedule a retry: %s", strerror(-r));
         (void)sd_event_source_set_description(d->retry_timer, "download-retry");
 
-        log_info("Download attempt %u of %s failed (%s), retrying in %" PRIu64 " ms.", d->attempts, d->url,
-                 reason, delay / USEC_PER_MSEC);
+        log_info("Download attempt %u of %s failed (%s), retrying in %" PRIu64 " ms.", d->attempts,
+                 d->url_log, reason, delay / USEC_PER_MSEC);
         d->state = DOWNLOAD_WAITING;
         /* Whatever arrived is worth keeping if the daemon stops while we wait. */
         if (d->offset != d->checkpoint_offset)
@@ -1309,13 +1364,21 @@ static void download_prepare(Download *d)
         if (r < 0)
                 return download_failf(d, r, "cannot initialize hashing");
 
-        d->fd = open(d->part_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOCTTY, 0600);
+        /*
+         * Whoever can write the download directory must not make us write
+         * elsewhere (a symbolic link planted as the .part) nor hang us (a
+         * FIFO, whose open() may wait for a peer: POSIX leaves O_RDWR on a
+         * FIFO undefined). O_NONBLOCK changes nothing for a regular file.
+         */
+        d->fd = open(d->part_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW | O_NONBLOCK, 0600);
+        if (d->fd < 0 && errno == ELOOP)
+                return download_failf(d, -EIO, "%s is a symbolic link, not a regular file", d->part_path);
         if (d->fd < 0)
                 return download_failf(d, -errno, "cannot open %s: %m", d->part_path);
         if (fstat(d->fd, &st) < 0)
                 return download_failf(d, -errno, "cannot stat %s: %m", d->part_path);
         if (!S_ISREG(st.st_mode))
-                return download_failf(d, -EISDIR, "%s is not a regular file", d->part_path);
+                return download_failf(d, -EIO, "%s is not a regular file", d->part_path);
 
         d->offset = d->resume_offset;
         if (d->offset > (uint64_t)st.st_size || !download_validator(d) ||
@@ -1388,7 +1451,8 @@ int download_new(sd_event *event, const DownloadParams *p, const DownloadCallbac
                 d->cb = *callbacks;
         d->userdata = userdata;
 
-        if (strdup_or_null(p->url, &d->url) < 0 || strdup_or_null(p->part_path, &d->part_path) < 0 ||
+        if (strdup_or_null(p->url, &d->url) < 0 || !(d->url_log = url_redact(p->url)) ||
+            strdup_or_null(p->part_path, &d->part_path) < 0 ||
             strdup_or_null(p->expected_md5, &d->expected_md5) < 0 ||
             strdup_or_null(p->expected_sha256, &d->expected_sha256) < 0 ||
             strdup_or_null(p->ca_file, &d->ca_file) < 0 || strdup_or_null(p->user_agent, &d->user_agent) < 0)

@@ -28,6 +28,7 @@ MiB = 1024 * 1024
 
 ENOENT, EACCES, ENOSPC, EINVAL, EFBIG = -2, -13, -28, -22, -27
 ELOOP, EBADMSG, EPROTONOSUPPORT, ETIMEDOUT, EPERM = -40, -74, -93, -110, -1
+EPROTO, EIO = -71, -5
 
 
 def sha256(data):
@@ -590,6 +591,66 @@ def test_size_checked_without_content_length(fault, fimg, part, key):
     assert_ok(run_fetch(fault.url("img", key=key, no_length=1), part, "--size", len(fimg)), fimg, part)
 
 
+# ---------------------------------------------------------------- reasons that say what happened (review item 11)
+
+
+@pytest.mark.parametrize("what", ["ssh", "random", "status", "version", "nocolon"])
+def test_response_that_is_not_http(fault, part, key, what):
+    """An SSH banner or random bytes used to be "redirect to a forbidden protocol"."""
+    res = run_fetch(fault.url("img", key=key, not_http=what), part, "--retries", 3, "--retry-delay-ms", 50)
+    assert_fail(res, EPROTO, "the server's response is not HTTP")
+    assert res.done["reason"] == "the server's response is not HTTP"
+    assert len(fault.requests(key)) == 1
+
+
+def test_redirect_to_a_response_that_is_not_http(fault, part, key):
+    """After a redirect to an http:// URL, it is the answer there that is wrong, not the redirect."""
+    res = run_fetch(fault.url("img", key=key, redirect="nothttp"), part, "--retries", 3)
+    assert_fail(res, EPROTO, "the server's response is not HTTP")
+    assert len(fault.requests(key)) == 2
+
+
+def test_huge_response_header(fault, part, key):
+    res = run_fetch(fault.url("img", key=key, huge_header=1), part, "--retries", 3, "--retry-delay-ms", 50)
+    assert_fail(res, EPROTO, "response header too large")
+    assert res.done["reason"] == "response header too large"
+    assert len(fault.requests(key)) == 1
+
+
+def test_log_lines_hide_the_url_password(fault, part, key):
+    url = fault.url("img", key=key, status=503).replace("http://", "http://user:s3cret@")
+    res = run_fetch(url, part, "--retries", 1, "--retry-delay-ms", 50)
+    assert res.returncode == 1, res
+    assert "Download attempt 1 of http://user:***@127.0.0.1:" in res.stderr, res
+    assert "s3cret" not in res.stderr
+
+
+# ---------------------------------------------------------------- the .part file
+
+
+def test_part_file_symlink_is_not_followed(fault, part, key, tmp_path):
+    target = tmp_path / "elsewhere"
+    target.write_bytes(b"precious")
+    os.symlink(target, part)
+    res = run_fetch(fault.url("img", key=key), part)
+    assert_fail(res, EIO, "%s is a symbolic link" % part)
+    assert target.read_bytes() == b"precious"
+    assert fault.requests(key) == []
+    # A dangling one is not created through either.
+    os.unlink(part)
+    os.symlink(tmp_path / "nowhere", part)
+    res = run_fetch(fault.url("img", key=key), part)
+    assert_fail(res, EIO, "is a symbolic link")
+    assert not os.path.exists(tmp_path / "nowhere")
+
+
+def test_part_file_fifo_is_refused(fault, part, key):
+    os.mkfifo(part)
+    res = run_fetch(fault.url("img", key=key), part, timeout=10)
+    assert_fail(res, EIO, "%s is not a regular file" % part)
+    assert fault.requests(key) == []
+
+
 # ---------------------------------------------------------------- cancellation
 
 
@@ -652,3 +713,4 @@ def test_memory_is_constant_whatever_the_size(ngx, www, tmp_path):
         print("reference skipped: no curl command")
     os.unlink(os.path.join(www, "huge.bin"))
     assert growth < 2048, "peak RSS grew by %d KiB for a 200 MiB image" % growth
+
