@@ -9,7 +9,8 @@
  * Invariants:
  *  - The first d->offset bytes of the part file are written, and were hashed
  *    into d->sha256 (and d->md5) in order from byte 0. Nothing of the body
- *    is kept in memory.
+ *    is kept in memory. d->offset never exceeds SIZE, max_image_size, or the
+ *    total the current response declared.
  *  - User callbacks are never invoked from inside a libcurl callback: those
  *    only record what happened; the sd-event handler that called into
  *    libcurl dispatches afterwards. So any callback may call download_free(),
@@ -74,9 +75,12 @@ struct DownloadSocket {
 typedef struct DownloadResponse {
         long status;
         int64_t content_length; /* -1: not sent */
-        bool has_content_range;
+        bool bad_content_length;         /* one did not parse, or overflowed */
+        bool conflicting_content_length; /* two that differ */
+        bool has_content_range;          /* "bytes START-END/..." parsed whole */
         uint64_t range_start;
-        int64_t range_total; /* -1: "*" */
+        uint64_t range_end;
+        int64_t range_total; /* -1: "*", or not sent */
         char *etag;
         char *last_modified;
         uint64_t retry_after_sec;
@@ -155,13 +159,15 @@ struct Download {
         bool accepted; /* a 2xx response's headers were taken: the body is ours */
         bool restart_from_zero;
         bool connected;
-        uint64_t total; /* size of the whole file, 0: unknown */
+        uint64_t total; /* size of the whole file as this response declares it, 0: unknown */
         uint64_t attempt_start_offset;
         uint64_t activity_usec; /* last byte from the server, or the connection */
         bool paused;            /* by the rate limiter */
         double rate_tokens;     /* bytes we may take now; negative: owed */
         uint64_t rate_usec;     /* when rate_tokens was last refilled */
 
+        /* Across attempts. */
+        uint64_t known_total; /* size of the whole file: SIZE, else as last declared; 0: unknown */
         Backoff backoff;
         unsigned attempts; /* started, in all */
         unsigned failures; /* in a row without progress */
@@ -338,6 +344,13 @@ static int download_translate(Download *d, CURLcode code, char *reason, size_t s
                 return d->abort.error;
         }
 
+        /*
+         * libcurl checks CURLOPT_MAXFILESIZE_LARGE against any response's
+         * Content-Length, an error page's too: that one is about the status.
+         */
+        if (code == CURLE_FILESIZE_EXCEEDED && status >= 300)
+                code = CURLE_OK;
+
         if (code == CURLE_OK || d->abort.http) {
                 (void)snprintf(reason, size, "HTTP %ld", status);
                 *ret_retry = status >= 500 || status == 408 || status == 429;
@@ -375,6 +388,10 @@ static int download_translate(Download *d, CURLcode code, char *reason, size_t s
                 /* Not a network accident: whatever answers there will answer the same again. */
                 (void)snprintf(reason, size, "the server's response is not HTTP");
                 return -EPROTO;
+        case CURLE_FILESIZE_EXCEEDED:
+                (void)snprintf(reason, size, "image larger than max_image_size (%" PRIu64 " bytes)",
+                               d->max_image_size);
+                return -EFBIG;
         case CURLE_TOO_MANY_REDIRECTS:
                 (void)snprintf(reason, size, "too many redirects");
                 return -ELOOP;
@@ -642,10 +659,15 @@ static size_t parse_u64(const char *p, size_t len, uint64_t *ret)
         return i;
 }
 
-/* "bytes START-END/TOTAL", or "bytes *" "/TOTAL" in a 416. */
+/*
+ * "bytes START-END/TOTAL" (TOTAL may be an asterisk: unknown) in a 206,
+ * "bytes <asterisk>/TOTAL" in a 416. Only a value that parses whole is
+ * taken: a 206 without one is refused (download_check_range()).
+ */
 static void parse_content_range(DownloadResponse *r, const char *p, size_t len)
 {
         uint64_t start = 0, end = 0, total = 0;
+        bool has_range = false;
         size_t n;
 
         if (len < 6 || strncasecmp(p, "bytes ", 6) != 0)
@@ -662,14 +684,23 @@ static void parse_content_range(DownloadResponse *r, const char *p, size_t len)
                 if (n == 0 || end < start)
                         return;
                 p += n, len -= n;
-                r->has_content_range = true;
-                r->range_start = start;
+                has_range = true;
         }
         if (len < 2 || *p != '/')
                 return;
-        n = parse_u64(p + 1, len - 1, &total);
-        if (n > 0 && total <= INT64_MAX)
-                r->range_total = (int64_t)total;
+        if (len == 2 && p[1] == '*') {
+                if (!has_range)
+                        return; /* "bytes * / *" says nothing */
+                total = UINT64_MAX;
+        } else {
+                n = parse_u64(p + 1, len - 1, &total);
+                if (n != len - 1 || total > INT64_MAX)
+                        return;
+        }
+        r->has_content_range = has_range;
+        r->range_start = start;
+        r->range_end = end;
+        r->range_total = total == UINT64_MAX ? -1 : (int64_t)total;
 }
 
 /* If the header line BUF starts with NAME ':', returns its value without surrounding blanks. */
@@ -710,6 +741,39 @@ static void take_validator(char **dst, const char *v, size_t len)
         *dst = strndup(v, len); /* on ENOMEM we merely lose the ability to resume */
 }
 
+/*
+ * A 206 must answer the Range we sent, and agree with itself and with what
+ * we knew: its Content-Range starts at our offset, covers as many bytes as
+ * its Content-Length says, ends inside its total, and that total is the size
+ * we knew (SIZE, or what an earlier response declared). Otherwise its bytes
+ * may not belong where we would put them: we start over from byte 0 (once;
+ * after that it is retried like any protocol hiccup). Returns 0 or -1 (abort).
+ */
+static int download_check_range(Download *d)
+{
+        const DownloadResponse *resp = &d->resp;
+        uint64_t total = resp->range_total >= 0 ? (uint64_t)resp->range_total : 0;
+
+        if (!resp->has_content_range)
+                download_set_abort(d, -EPROTO, true, "206 without a valid Content-Range");
+        else if (resp->range_start != d->offset)
+                download_set_abort(d, -EPROTO, true, "Content-Range does not start at %" PRIu64, d->offset);
+        else if (resp->content_length >= 0 &&
+                 (resp->content_length == 0 ||
+                  resp->range_end - resp->range_start != (uint64_t)resp->content_length - 1))
+                download_set_abort(d, -EPROTO, true, "Content-Range does not match Content-Length");
+        else if (resp->range_total >= 0 && resp->range_end >= total)
+                download_set_abort(d, -EPROTO, true, "Content-Range ends past its total");
+        else if (resp->range_total >= 0 && d->known_total > 0 && total != d->known_total)
+                download_set_abort(d, -EPROTO, true,
+                                   "Content-Range total %" PRIu64 " is not the file's size %" PRIu64, total,
+                                   d->known_total);
+        else
+                return 0;
+        d->restart_from_zero = true;
+        return -1;
+}
+
 /* The headers of a 2xx response are in: decide what its body means for the file. Returns 0 or -1 (abort). */
 static int download_accept(Download *d)
 {
@@ -717,17 +781,27 @@ static int download_accept(Download *d)
         char reason[REASON_MAX];
         int r;
 
+        /* A 204, 202, 203...: whatever their body, it is not the file we asked for. */
+        if (resp->status != 200 && resp->status != 206) {
+                download_set_abort(d, -EPROTO, false, "HTTP %ld: not an image", resp->status);
+                return -1;
+        }
+        if (resp->bad_content_length) {
+                download_set_abort(d, -EPROTO, false, "invalid Content-Length");
+                return -1;
+        }
+        if (resp->conflicting_content_length) {
+                download_set_abort(d, -EPROTO, false, "conflicting Content-Length headers");
+                return -1;
+        }
+
         if (resp->status == 206) {
                 if (!d->range_sent) {
                         download_set_abort(d, -EPROTO, false, "partial content to a request without Range");
                         return -1;
                 }
-                if (!resp->has_content_range || resp->range_start != d->offset) {
-                        d->restart_from_zero = true;
-                        download_set_abort(d, -EPROTO, true, "Content-Range does not start at %" PRIu64,
-                                           d->offset);
+                if (download_check_range(d) < 0)
                         return -1;
-                }
                 d->total = resp->range_total > 0 ? (uint64_t)resp->range_total : 0;
                 d->pieced = d->offset > 0;
         } else {
@@ -770,6 +844,7 @@ static int download_accept(Download *d)
                         download_set_abort(d, r, false, "%s", reason);
                         return -1;
                 }
+                d->known_total = d->total;
         }
         return 0;
 }
@@ -815,7 +890,16 @@ static size_t download_on_header(char *buf, size_t size, size_t n, void *userdat
                 return download_on_headers_end(d) < 0 ? 0 : len;
 
         if ((v = header_value(buf, len, "Content-Length", &vlen))) {
-                if (vlen > 0 && parse_u64(v, vlen, &u) == vlen && u <= INT64_MAX)
+                /*
+                 * Checked here, not left to libcurl: 7.88 takes a value that
+                 * overflows as "no length" and the last of two that differ,
+                 * either of which can turn a cut body into a "complete" one.
+                 */
+                if (vlen == 0 || parse_u64(v, vlen, &u) != vlen || u > INT64_MAX)
+                        resp->bad_content_length = true;
+                else if (resp->content_length >= 0 && (uint64_t)resp->content_length != u)
+                        resp->conflicting_content_length = true;
+                else
                         resp->content_length = (int64_t)u;
         } else if ((v = header_value(buf, len, "Content-Range", &vlen)))
                 parse_content_range(resp, v, vlen);
@@ -932,7 +1016,7 @@ static size_t download_on_write(char *buf, size_t size, size_t n, void *userdata
                         return CURL_WRITEFUNC_PAUSE;
                 }
         }
-        /* d->offset never exceeds either limit, so the subtractions cannot wrap. */
+        /* d->offset never exceeds any of these limits, so the subtractions cannot wrap. */
         if (d->max_image_size > 0 && len > d->max_image_size - d->offset) {
                 download_set_abort(d, -EFBIG, false, "image larger than max_image_size (%" PRIu64 " bytes)",
                                    d->max_image_size);
@@ -941,6 +1025,12 @@ static size_t download_on_write(char *buf, size_t size, size_t n, void *userdata
         if (d->expected_size > 0 && len > d->expected_size - d->offset) {
                 download_set_abort(d, -EBADMSG, false, "SIZE mismatch: more than %" PRIu64 " bytes",
                                    d->expected_size);
+                return 0;
+        }
+        /* A 206 without Content-Length is read until the server closes: not past its own total. */
+        if (d->total > 0 && len > d->total - d->offset) {
+                download_set_abort(d, -EPROTO, false, "more bytes than the server declared (%" PRIu64 ")",
+                                   d->total);
                 return 0;
         }
 
@@ -1002,6 +1092,9 @@ static CURLcode download_setup_easy(Download *d, CURL *c)
         SETOPT(CURLOPT_XFERINFODATA, d);
         SETOPT(CURLOPT_NOPROGRESS, 0L);
         SETOPT(CURLOPT_TCP_KEEPALIVE, 1L);
+        /* Also refused by download_accept(); libcurl's check stops even a response we never see the end of. */
+        if (d->max_image_size > 0 && d->max_image_size <= INT64_MAX)
+                SETOPT(CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)d->max_image_size);
         SETOPT(CURLOPT_SSL_VERIFYPEER, 1L);
         SETOPT(CURLOPT_SSL_VERIFYHOST, 2L);
         if (d->ca_file)
@@ -1083,8 +1176,17 @@ static void download_on_transfer_done(Download *d, CURLcode code)
         int r;
 
         if (code == CURLE_OK && d->accepted) {
-                download_remove_easy(d);
-                return download_complete(d);
+                if (d->total == 0 || d->offset == d->total) {
+                        download_remove_easy(d);
+                        return download_complete(d);
+                }
+                /*
+                 * Complete by its own length, yet short of the file it
+                 * declared (a 206 of less than we asked for): not an image
+                 * yet; carry on from here as after a cut connection.
+                 */
+                download_set_abort(d, -ECONNRESET, true, "connection lost at %" PRIu64 " of %" PRIu64 " bytes",
+                                   d->offset, d->total);
         }
 
         if (d->resp.status == 416 && d->range_sent) {
@@ -1465,6 +1567,7 @@ int download_new(sd_event *event, const DownloadParams *p, const DownloadCallbac
 
         d->resume_offset = p->resume_offset;
         d->expected_size = p->expected_size;
+        d->known_total = p->expected_size;
         d->max_image_size = p->max_image_size;
         d->rate_limit = p->rate_limit;
         d->stall_timeout_sec = p->stall_timeout_sec ?: DEFAULT_STALL_TIMEOUT_SEC;

@@ -9,8 +9,9 @@
  * and across daemon restarts from the offset and validators the caller
  * persisted from a checkpoint), retries transient failures with jittered
  * backoff, and reports exactly one result through the done callback: 0 when
- * the file is complete, matches every expectation given (SIZE, MD5, SHA-256)
- * and has been fsync()ed; or -errno with a short human reason.
+ * the file is complete (a 200, or a 206 answering our Range, whose body has
+ * the length the server declared), matches every expectation given (SIZE,
+ * MD5, SHA-256) and has been fsync()ed; or -errno with a short human reason.
  *
  * Only http:// and https:// are ever fetched, also after redirects; HTTPS
  * verifies the peer and its host name. Proxies: libcurl's defaults apply, so
@@ -95,18 +96,20 @@ typedef struct DownloadCallbacks {
          * in a few words, e.g. "HTTP 404", "SHA-256 mismatch", "download
          * stalled", "gave up after 4 attempts: HTTP 503". REASON is valid
          * during the call only. Codes: -ENOENT (HTTP 404, 410), -EACCES
-         * (401, 403), -EPROTO (other 4xx; protocol errors: a response that
-         * is not HTTP, a response header too large), -EREMOTEIO (5xx),
-         * -EBUSY (429), -ETIMEDOUT (408, stall, connect timeout),
-         * -ECONNREFUSED, -ECONNRESET, -EHOSTUNREACH (network),
-         * -ECONNABORTED (TLS handshake), -EPERM (TLS verification), -ELOOP
-         * (too many redirects), -EPROTONOSUPPORT (redirect to another
-         * protocol), -EBADMSG (SIZE or hash mismatch), -EFBIG
-         * (max_image_size), -ENOSPC (no room), -EINVAL (URL not http/https,
-         * malformed expected hash), -ENOMEM, -EIO (disk; PART_PATH not a
-         * regular file, e.g. a symbolic link or a FIFO; other). A failing
-         * system call on PART_PATH ends with its own errno (e.g. -EACCES,
-         * -EROFS), and REASON names the path.
+         * (401, 403), -EPROTO (other 4xx; protocol errors: a 2xx other than
+         * 200 and a 206 answering our Range, an invalid or conflicting
+         * Content-Length, a response that is not HTTP, a response header
+         * too large), -EREMOTEIO (5xx), -EBUSY (429), -ETIMEDOUT (408,
+         * stall, connect timeout), -ECONNREFUSED, -ECONNRESET (network,
+         * including a body shorter than the server declared),
+         * -EHOSTUNREACH, -ECONNABORTED (TLS handshake), -EPERM (TLS
+         * verification), -ELOOP (too many redirects), -EPROTONOSUPPORT
+         * (redirect to another protocol), -EBADMSG (SIZE or hash mismatch),
+         * -EFBIG (max_image_size), -ENOSPC (no room), -EINVAL (URL not
+         * http/https, malformed expected hash), -ENOMEM, -EIO (disk;
+         * PART_PATH not a regular file, e.g. a symbolic link or a FIFO;
+         * other). A failing system call on PART_PATH ends with its own errno
+         * (e.g. -EACCES, -EROFS), and REASON names the path.
          * Retried first: network errors, timeouts, stalls, 5xx, 408, 429
          * (honoring a Retry-After in seconds, up to retry_max_usec); the
          * rest is final at once. After retries, REASON says "gave up after

@@ -651,6 +651,44 @@ def test_part_file_fifo_is_refused(fault, part, key):
     assert fault.requests(key) == []
 
 
+# ---------------------------------------------------------------- only a 200, or our 206, whole, is an image (review item 7)
+
+
+@pytest.mark.parametrize("status", [204, 202, 203])
+def test_2xx_other_than_200_is_not_an_image(fault, part, key, status):
+    res = run_fetch(fault.url("img", key=key, status=status), part, "--retries", 3, "--retry-delay-ms", 50)
+    assert_fail(res, EPROTO, "HTTP %d: not an image" % status)
+    assert res.done["sha256"] is None
+    assert len(fault.requests(key)) == 1
+
+
+@pytest.mark.parametrize("faults,reason", [({"cl_overflow": 1}, "invalid Content-Length"),
+                                           ({"cl_twice": 1}, "conflicting Content-Length headers")])
+def test_bad_content_length_is_refused(fault, part, key, faults, reason):
+    """libcurl 7.88 reads an overflowing Content-Length as none and takes the
+    last of two: either way a cut body ended as a "complete" image."""
+    res = run_fetch(fault.url("img", key=key, **faults), part, "--retries", 3, "--retry-delay-ms", 50)
+    assert_fail(res, EPROTO, reason)
+    assert res.done["sha256"] is None and res.done["bytes_fetched"] == 0
+    assert len(fault.requests(key)) == 1
+
+
+def test_206_short_of_the_total_is_not_complete(fault, fimg, part, key):
+    """A 206 that sends less than the rest of the file (its own Content-Range
+    and Content-Length agree) leaves the file incomplete: carry on from there."""
+    res = run_fetch(fault.url("img", key=key, drop=300000, drops=1, range_short=1100000), part,
+                    "--retries", 1, "--retry-delay-ms", 50)
+    assert_ok(res, fimg, part)
+    assert ranges(fault, key) == [None, "bytes=300000-", "bytes=1400000-"]
+    assert res.done["bytes_fetched"] == len(fimg)
+
+
+def test_206_whose_content_length_disagrees_starts_over(fault, fimg, part, key):
+    res = run_fetch(fault.url("img", key=key, drop=300000, drops=1, range_len=1), part, "--retry-delay-ms", 50)
+    assert_ok(res, fimg, part)
+    assert ranges(fault, key) == [None, "bytes=300000-", None]
+
+
 # ---------------------------------------------------------------- cancellation
 
 
