@@ -554,6 +554,18 @@ static const char *download_validator(const Download *d)
         return d->etag ?: d->last_modified;
 }
 
+/*
+ * Whether the piece we have may be continued (SPEC 5.3). A validator lets
+ * the server decide (If-Range). Without one, nothing proves that the server
+ * still has the file our piece came from, so a plain Range is only sent when
+ * an expected hash will judge the assembled file; it is then "pieced", and a
+ * mismatch earns one fetch from byte 0 (download_complete()).
+ */
+static bool download_can_resume(const Download *d)
+{
+        return download_validator(d) || d->expected_sha256 || d->expected_md5;
+}
+
 static int download_check_space(Download *d, uint64_t size, char *reason, size_t reason_size)
 {
         struct statvfs sv;
@@ -1101,11 +1113,12 @@ static CURLcode download_setup_easy(Download *d, CURL *c)
                 SETOPT(CURLOPT_CAINFO, d->ca_file);
 
         if (d->range_sent) {
-                char h[sizeof("If-Range: ") + VALIDATOR_MAX];
-                struct curl_slist *l;
-
                 (void)snprintf(d->range, sizeof(d->range), "%" PRIu64 "-", d->offset);
                 SETOPT(CURLOPT_RANGE, d->range);
+        }
+        if (d->range_sent && validator) {
+                char h[sizeof("If-Range: ") + VALIDATOR_MAX];
+                struct curl_slist *l;
 
                 /* The server sends the whole file instead if its file is not the one we have a piece of. */
                 (void)snprintf(h, sizeof(h), "If-Range: %s", validator);
@@ -1138,8 +1151,8 @@ static void download_start_attempt(Download *d)
         d->rate_tokens = 0;
         d->rate_usec = now_usec();
 
-        /* Without a validator a piece cannot be proven to belong to the server's current file. */
-        if (d->offset > 0 && !download_validator(d)) {
+        /* Neither a validator nor a hash could prove that the piece belongs to the server's current file. */
+        if (d->offset > 0 && !download_can_resume(d)) {
                 r = download_reset_file(d);
                 if (r < 0)
                         return download_failf(d, r, "cannot truncate %s: %s", d->part_path, strerror(-r));
@@ -1483,7 +1496,7 @@ static void download_prepare(Download *d)
                 return download_failf(d, -EIO, "%s is not a regular file", d->part_path);
 
         d->offset = d->resume_offset;
-        if (d->offset > (uint64_t)st.st_size || !download_validator(d) ||
+        if (d->offset > (uint64_t)st.st_size || !download_can_resume(d) ||
             (d->expected_size > 0 && d->offset > d->expected_size) ||
             (d->max_image_size > 0 && d->offset > d->max_image_size))
                 d->offset = 0;

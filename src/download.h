@@ -5,13 +5,14 @@
  * interface, never blocking the loop), streaming to disk and hashing as it
  * goes, in constant memory whatever the image size.
  *
- * It resumes with Range/If-Range (after a dropped connection within one run,
- * and across daemon restarts from the offset and validators the caller
- * persisted from a checkpoint), retries transient failures with jittered
- * backoff, and reports exactly one result through the done callback: 0 when
- * the file is complete (a 200, or a 206 answering our Range, whose body has
- * the length the server declared), matches every expectation given (SIZE,
- * MD5, SHA-256) and has been fsync()ed; or -errno with a short human reason.
+ * It resumes with Range (after a dropped connection within one run, and
+ * across daemon restarts from the offset and validators the caller
+ * persisted from a checkpoint; see DownloadParams for when), retries
+ * transient failures with jittered backoff, and reports exactly one result
+ * through the done callback: 0 when the file is complete (a 200, or a 206
+ * answering our Range, whose body has the length the server declared),
+ * matches every expectation given (SIZE, MD5, SHA-256) and has been
+ * fsync()ed; or -errno with a short human reason.
  *
  * Only http:// and https:// are ever fetched, also after redirects; HTTPS
  * verifies the peer and its host name. Proxies: libcurl's defaults apply, so
@@ -36,10 +37,13 @@ typedef struct DownloadParams {
         /*
          * Resume state from the caller's journal (from the last checkpoint):
          * bytes of PART_PATH known good, and the validators of the response
-         * they came from. A resume needs a strong ETag or a Last-Modified,
-         * so that the server can tell (If-Range) whether its file is still
-         * the same; without one the download starts over from byte 0.
-         * NULL or "" = none.
+         * they came from. NULL or "" = none. The same rule holds for a
+         * resume within one run (after a dropped connection): with a strong
+         * ETag or a Last-Modified the request carries If-Range, so that the
+         * server itself tells whether its file is still the same; without
+         * either, a plain Range is sent only when an expected SHA-256 or MD5
+         * will check the assembled file (a mismatch then starts over from
+         * byte 0, once); otherwise the download starts over from byte 0.
          */
         uint64_t resume_offset;
         const char *etag;

@@ -689,6 +689,75 @@ def test_206_whose_content_length_disagrees_starts_over(fault, fimg, part, key):
     assert ranges(fault, key) == [None, "bytes=300000-", None]
 
 
+# ---------------------------------------------------------------- resume without validators (review item 6)
+
+
+@pytest.mark.parametrize("hashopt", ["--sha256", "--md5"])
+def test_drop_without_validators_resumes_when_a_hash_is_given(fault, fimg, part, key, hashopt):
+    n = 500000
+    digest = sha256(fimg) if hashopt == "--sha256" else md5(fimg)
+    res = run_fetch(fault.url("img", key=key, drop=n, drops=1, no_validators=1), part, hashopt, digest,
+                    "--retry-delay-ms", 50)
+    assert_ok(res, fimg, part)
+    assert ranges(fault, key) == [None, "bytes=%d-" % n]
+    assert all(r["if_range"] is None for r in fault.requests(key)), "no validator, no If-Range"
+    assert res.done["bytes_fetched"] == len(fimg)
+    cps = res.of("checkpoint")
+    assert n in [c["offset"] for c in cps] and all(c["etag"] is None for c in cps), res
+
+
+def test_drop_without_validators_or_hash_starts_over(fault, fimg, part, key):
+    n = 500000
+    res = run_fetch(fault.url("img", key=key, drop=n, drops=1, no_validators=1), part, "--retry-delay-ms", 50)
+    assert_ok(res, fimg, part)
+    assert ranges(fault, key) == [None, None]
+    assert res.done["bytes_fetched"] == n + len(fimg)
+
+
+def test_restart_without_validators_resumes_when_a_hash_is_given(fault, fimg, part, key):
+    """The journal's offset with no ETag/Last-Modified but a SHA256: a daemon
+    restart continues with a plain Range instead of fetching it all again."""
+    n = 700000
+    part.write_bytes(fimg[:n])
+    res = run_fetch(fault.url("img", key=key, no_validators=1), part, "--offset", n, "--sha256", sha256(fimg))
+    assert_ok(res, fimg, part)
+    assert ranges(fault, key) == ["bytes=%d-" % n]
+    assert res.done["bytes_fetched"] == len(fimg) - n
+    # Without the hash the same offset is not trusted.
+    part.write_bytes(fimg[:n])
+    res = run_fetch(fault.url("img", key=key + "0", no_validators=1), part, "--offset", n)
+    assert_ok(res, fimg, part)
+    assert ranges(fault, key + "0") == [None]
+    assert res.done["bytes_fetched"] == len(fimg)
+
+
+def test_plain_range_resume_with_bad_prefix_starts_over_once(fault, fimg, part, key):
+    n = 700000
+    part.write_bytes(b"\xff" * n)
+    res = run_fetch(fault.url("img", key=key, no_validators=1), part, "--offset", n, "--sha256", sha256(fimg))
+    assert_ok(res, fimg, part)
+    assert ranges(fault, key) == ["bytes=%d-" % n, None]
+    assert res.done["bytes_fetched"] == len(fimg) - n + len(fimg)
+    assert "fetching it whole again" in res.stderr
+    # Once: a server whose file never matches the hash is not fetched a third time.
+    part.write_bytes(b"\xff" * n)
+    res = run_fetch(fault.url("img", key=key + "0", no_validators=1, wrong=1), part, "--offset", n,
+                    "--sha256", sha256(fimg))
+    assert_fail(res, EBADMSG, "SHA-256 mismatch")
+    assert ranges(fault, key + "0") == ["bytes=%d-" % n, None]
+
+
+@pytest.mark.parametrize("validators", ["none", "etag"])
+def test_206_with_another_total_starts_over(fault, fimg, part, key, validators):
+    """The 206's Content-Range total must be the size the 200 declared."""
+    faults = dict(drop=300000, drops=1, bad_total=1)
+    if validators == "none":
+        faults["no_validators"] = 1
+    res = run_fetch(fault.url("img", key=key, **faults), part, "--sha256", sha256(fimg), "--retry-delay-ms", 50)
+    assert_ok(res, fimg, part)
+    assert ranges(fault, key) == [None, "bytes=300000-", None]
+
+
 # ---------------------------------------------------------------- cancellation
 
 
