@@ -11,6 +11,8 @@
  *    into d->sha256 (and d->md5) in order from byte 0. Nothing of the body
  *    is kept in memory. d->offset never exceeds SIZE, max_image_size, or the
  *    total the current response declared.
+ *  - Every body byte received counts in d->bytes_fetched; together with
+ *    what earlier runs fetched it never exceeds download_fetch_cap().
  *  - User callbacks are never invoked from inside a libcurl callback: those
  *    only record what happened; the sd-event handler that called into
  *    libcurl dispatches afterwards. So any callback may call download_free(),
@@ -48,8 +50,19 @@
 /* Longer validators are ignored: they only exist to be echoed back in If-Range. */
 #define VALIDATOR_MAX 256
 #define REASON_MAX 256
-/* An attempt that got this far renews the retry budget (a server dripping a few bytes per try does not). */
+/*
+ * An attempt that took the file this far past the best offset any attempt
+ * reached renews the retry budget: a server dripping a few bytes per try
+ * does not, nor one that cuts every attempt at the same place.
+ */
 #define RETRY_RENEW_BYTES ((uint64_t)1024 * 1024)
+/*
+ * The bytes one job may fetch: FACTOR times the image's size plus SLACK. A
+ * download that resumes fetches about 1x; one resumed piece found bad and
+ * fetched whole again, 2x; beyond 3x the server is not letting us finish.
+ */
+#define FETCH_CAP_FACTOR 3
+#define FETCH_CAP_SLACK ((uint64_t)1024 * 1024)
 
 #define DEFAULT_STALL_TIMEOUT_SEC 60U
 #define DEFAULT_CONNECT_TIMEOUT_SEC 30U
@@ -124,6 +137,7 @@ struct Download {
         unsigned retries;
         unsigned max_redirects;
         uint64_t retry_max_usec;
+        uint64_t fetched_before; /* bytes fetched for this job by earlier runs */
 
         /* Validators of the file we are assembling (strong ETag only). */
         char *etag;
@@ -160,7 +174,6 @@ struct Download {
         bool restart_from_zero;
         bool connected;
         uint64_t total; /* size of the whole file as this response declares it, 0: unknown */
-        uint64_t attempt_start_offset;
         uint64_t activity_usec; /* last byte from the server, or the connection */
         bool paused;            /* by the rate limiter */
         double rate_tokens;     /* bytes we may take now; negative: owed */
@@ -168,13 +181,15 @@ struct Download {
 
         /* Across attempts. */
         uint64_t known_total; /* size of the whole file: SIZE, else as last declared; 0: unknown */
+        uint64_t high_water;  /* the best offset any attempt reached */
         Backoff backoff;
         unsigned attempts; /* started, in all */
-        unsigned failures; /* in a row without progress */
-        uint64_t bytes_fetched;
+        unsigned failures; /* in a row without progress past high_water */
+        uint64_t bytes_fetched; /* by this object; the cap counts fetched_before too */
 
         bool checkpoint_pending;
         uint64_t checkpoint_offset;
+        uint64_t checkpoint_fetched;
         uint64_t checkpoint_usec;
         uint64_t progress_offset;
         uint64_t progress_usec;
@@ -564,6 +579,41 @@ static const char *download_validator(const Download *d)
 static bool download_can_resume(const Download *d)
 {
         return download_validator(d) || d->expected_sha256 || d->expected_md5;
+}
+
+static uint64_t download_fetched_total(const Download *d)
+{
+        return d->fetched_before + d->bytes_fetched;
+}
+
+/*
+ * The bytes this job may fetch, in all runs: FETCH_CAP_FACTOR times the
+ * image's size (SIZE, else what the server declared, else at most
+ * max_image_size) plus FETCH_CAP_SLACK; UINT64_MAX when nothing bounds it.
+ * *RET_SIZE is the size it is based on.
+ */
+static uint64_t download_fetch_cap(const Download *d, uint64_t *ret_size)
+{
+        uint64_t size = d->expected_size ?: d->known_total ?: d->max_image_size;
+
+        *ret_size = size;
+        if (size == 0 || size > (UINT64_MAX - FETCH_CAP_SLACK) / FETCH_CAP_FACTOR)
+                return UINT64_MAX;
+        return size * FETCH_CAP_FACTOR + FETCH_CAP_SLACK;
+}
+
+/* Whether fetching LEN more bytes would pass the cap; if so, REASON says so. */
+static bool download_over_cap(const Download *d, uint64_t len, char *reason, size_t size)
+{
+        uint64_t image, cap = download_fetch_cap(d, &image);
+        uint64_t fetched = download_fetched_total(d);
+
+        if (fetched <= cap && len <= cap - fetched)
+                return false;
+        (void)snprintf(reason, size, "gave up: fetched %.1f MiB for an image of %s%.1f MiB",
+                       (double)fetched / (1024 * 1024), d->expected_size || d->known_total ? "" : "at most ",
+                       (double)image / (1024 * 1024));
+        return true;
 }
 
 static int download_check_space(Download *d, uint64_t size, char *reason, size_t reason_size)
@@ -1005,6 +1055,7 @@ static int pwrite_all(int fd, const char *buf, size_t len, uint64_t offset)
 static size_t download_on_write(char *buf, size_t size, size_t n, void *userdata)
 {
         Download *d = userdata;
+        char reason[REASON_MAX];
         size_t len = size * n;
         int r;
 
@@ -1043,6 +1094,10 @@ static size_t download_on_write(char *buf, size_t size, size_t n, void *userdata
         if (d->total > 0 && len > d->total - d->offset) {
                 download_set_abort(d, -EPROTO, false, "more bytes than the server declared (%" PRIu64 ")",
                                    d->total);
+                return 0;
+        }
+        if (download_over_cap(d, len, reason, sizeof(reason))) {
+                download_set_abort(d, -EDQUOT, false, "%s", reason);
                 return 0;
         }
 
@@ -1139,6 +1194,10 @@ static void download_start_attempt(Download *d)
         bool retry;
         int r;
 
+        /* Fetched enough for this job in earlier runs, or before a restart from byte 0. */
+        if (download_over_cap(d, 1, reason, sizeof(reason)))
+                return download_finish(d, -EDQUOT, reason);
+
         d->state = DOWNLOAD_TRANSFERRING;
         d->attempts++;
         download_response_reset(&d->resp);
@@ -1158,7 +1217,6 @@ static void download_start_attempt(Download *d)
                         return download_failf(d, r, "cannot truncate %s: %s", d->part_path, strerror(-r));
         }
         d->range_sent = d->offset > 0;
-        d->attempt_start_offset = d->offset;
 
         d->easy = curl_easy_init();
         if (!d->easy)
@@ -1185,7 +1243,7 @@ static void download_on_transfer_done(Download *d, CURLcode code)
 {
         char reason[REASON_MAX];
         uint64_t delay;
-        bool retry;
+        bool retry, progressed;
         int r;
 
         if (code == CURLE_OK && d->accepted) {
@@ -1215,6 +1273,14 @@ static void download_on_transfer_done(Download *d, CURLcode code)
         r = download_translate(d, code, reason, sizeof(reason), &retry);
         download_remove_easy(d);
 
+        /*
+         * Only progress past the best offset any attempt reached proves that
+         * retrying gets somewhere: a server that cuts every attempt at the
+         * same place, making us start over each time, never renews them.
+         */
+        progressed = d->offset >= d->high_water + RETRY_RENEW_BYTES;
+        d->high_water = MAX(d->high_water, d->offset);
+
         if (d->restart_from_zero && !d->restarted) {
                 d->restarted = true;
                 r = download_reset_file(d);
@@ -1226,8 +1292,8 @@ static void download_on_transfer_done(Download *d, CURLcode code)
         if (!retry)
                 return download_finish(d, r, reason);
 
-        /* Real progress proves the path works: the retry budget is for failures in a row. */
-        if (d->offset >= d->attempt_start_offset + RETRY_RENEW_BYTES) {
+        /* The retry budget is for failures in a row. */
+        if (progressed) {
                 d->failures = 0;
                 backoff_reset(&d->backoff);
         }
@@ -1236,6 +1302,9 @@ static void download_on_transfer_done(Download *d, CURLcode code)
                         return download_finish(d, r, reason);
                 return download_failf(d, r, "gave up after %u attempts: %s", d->attempts, reason);
         }
+        /* No waiting for an attempt that could not fetch a byte. */
+        if (download_over_cap(d, 1, reason, sizeof(reason)))
+                return download_finish(d, -EDQUOT, reason);
 
         delay = backoff_next(&d->backoff);
         if (d->resp.retry_after_sec > 0)
@@ -1250,8 +1319,8 @@ static void download_on_transfer_done(Download *d, CURLcode code)
         log_info("Download attempt %u of %s failed (%s), retrying in %" PRIu64 " ms.", d->attempts,
                  d->url_log, reason, delay / USEC_PER_MSEC);
         d->state = DOWNLOAD_WAITING;
-        /* Whatever arrived is worth keeping if the daemon stops while we wait. */
-        if (d->offset != d->checkpoint_offset)
+        /* Whatever arrived is worth keeping, and counting, if the daemon stops while we wait. */
+        if (d->offset != d->checkpoint_offset || download_fetched_total(d) != d->checkpoint_fetched)
                 d->checkpoint_pending = true;
 }
 
@@ -1271,6 +1340,7 @@ static void download_emit(Download *d)
                         .offset = d->offset,
                         .etag = d->etag,
                         .last_modified = d->last_modified,
+                        .bytes_fetched = download_fetched_total(d),
                 };
 
                 /* A checkpoint promises bytes that survive a power cut. */
@@ -1278,6 +1348,7 @@ static void download_emit(Download *d)
                         return download_failf(d, -errno, "cannot sync %s: %m", d->part_path);
                 d->checkpoint_pending = false;
                 d->checkpoint_offset = d->offset;
+                d->checkpoint_fetched = c.bytes_fetched;
                 d->checkpoint_usec = now;
                 if (d->cb.checkpoint) {
                         d->cb.checkpoint(d, &c, d->userdata);
@@ -1504,6 +1575,8 @@ static void download_prepare(Download *d)
         if (ftruncate(d->fd, (off_t)d->offset) < 0)
                 return download_failf(d, -errno, "cannot truncate %s: %m", d->part_path);
         d->checkpoint_offset = d->offset;
+        d->checkpoint_fetched = d->fetched_before;
+        d->high_water = d->offset;
 
         if (d->expected_size > 0) {
                 r = download_check_space(d, d->expected_size, reason, sizeof(reason));
@@ -1579,6 +1652,7 @@ int download_new(sd_event *event, const DownloadParams *p, const DownloadCallbac
                 return -ENOMEM;
 
         d->resume_offset = p->resume_offset;
+        d->fetched_before = p->bytes_fetched;
         d->expected_size = p->expected_size;
         d->known_total = p->expected_size;
         d->max_image_size = p->max_image_size;

@@ -28,7 +28,7 @@ MiB = 1024 * 1024
 
 ENOENT, EACCES, ENOSPC, EINVAL, EFBIG = -2, -13, -28, -22, -27
 ELOOP, EBADMSG, EPROTONOSUPPORT, ETIMEDOUT, EPERM = -40, -74, -93, -110, -1
-EPROTO, EIO = -71, -5
+EPROTO, EIO, ECONNRESET, EDQUOT = -71, -5, -104, -122
 
 
 def sha256(data):
@@ -758,6 +758,58 @@ def test_206_with_another_total_starts_over(fault, fimg, part, key, validators):
     assert ranges(fault, key) == [None, "bytes=300000-", None]
 
 
+# ---------------------------------------------------------------- bounded retries (review item 4)
+
+
+def test_server_cutting_every_response_ends_within_the_retries(fault, part, key):
+    """Content-Length larger than the body, no validators: each attempt starts
+    over from byte 0 and brings 2 MiB, which used to renew the retry budget
+    forever (111 requests, 333 MiB in 60 s). Only progress past the best
+    offset reached renews it: 3 attempts with --retries 2, then the end."""
+    res = run_fetch(fault.url("big", key=key, short=2 * MiB, no_validators=1), part, "--retries", 2,
+                    "--retry-delay-ms", 50, timeout=30)
+    assert_fail(res, ECONNRESET, "gave up after 3 attempts: connection lost")
+    assert len(fault.requests(key)) == 3
+    assert res.done["bytes_fetched"] == 3 * 2 * MiB
+    assert res.elapsed < 10, res
+    # The running total, saved before each wait, is what a restarted daemon continues counting from.
+    totals = [c["bytes_fetched"] for c in res.of("checkpoint")]
+    assert totals == sorted(totals) and {2 * MiB, 4 * MiB} <= set(totals), res
+
+
+def test_bytes_fetched_for_one_job_are_capped(fault, part, key):
+    """A server that lets each attempt get 1 MiB further than the last (so
+    each one renews the retries) but always from byte 0: the job stops at
+    3 x the declared size + 1 MiB instead of fetching 78 MiB for 12."""
+    res = run_fetch(fault.url("big", key=key, short=MiB, short_grow=1, no_validators=1), part, "--retries", 2,
+                    "--retry-delay-ms", 50, timeout=60)
+    assert_fail(res, EDQUOT, "gave up: fetched 37.0 MiB for an image of 12.0 MiB")
+    assert res.done["bytes_fetched"] <= 3 * 12 * MiB + MiB
+    assert len(fault.requests(key)) <= 9
+    assert res.elapsed < 20, res
+
+
+def test_bytes_fetched_cap_holds_across_restarts(fault, part, key):
+    big = fault.images["big"]
+    # Already fetched the whole allowance in earlier runs, SIZE known: not one more request.
+    res = run_fetch(fault.url("big", key=key), part, "--size", len(big), "--bytes-fetched", 3 * len(big) + MiB)
+    assert_fail(res, EDQUOT, "gave up: fetched 37.0 MiB for an image of 12.0 MiB")
+    assert fault.requests(key) == [] and res.done["bytes_fetched"] == 0
+    # No SIZE: the allowance follows the server's declared size once it is known.
+    res = run_fetch(fault.url("big", key=key + "0"), part, "--bytes-fetched", 36 * MiB, "--retries", 3)
+    assert_fail(res, EDQUOT, "for an image of 12.0 MiB")
+    assert res.done["bytes_fetched"] <= MiB
+    assert len(fault.requests(key + "0")) == 1
+    # No size known at all: 3 x max_image_size.
+    res = run_fetch(fault.url("big", key=key + "1"), part, "--max-size", 16 * MiB, "--bytes-fetched", 49 * MiB)
+    assert_fail(res, EDQUOT, "gave up: fetched 49.0 MiB for an image of at most 16.0 MiB")
+    assert fault.requests(key + "1") == []
+    # Positive control: below the allowance the same download completes, and counts on from there.
+    res = run_fetch(fault.url("big", key=key + "2"), part, "--bytes-fetched", 20 * MiB)
+    assert_ok(res, big, part)
+    assert res.of("checkpoint")[-1]["bytes_fetched"] <= 20 * MiB + len(big)
+
+
 # ---------------------------------------------------------------- cancellation
 
 
@@ -820,4 +872,3 @@ def test_memory_is_constant_whatever_the_size(ngx, www, tmp_path):
         print("reference skipped: no curl command")
     os.unlink(os.path.join(www, "huge.bin"))
     assert growth < 2048, "peak RSS grew by %d KiB for a 200 MiB image" % growth
-
