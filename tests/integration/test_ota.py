@@ -609,6 +609,23 @@ def test_http_204_without_hash_fails_and_the_hook_never_runs(device, faults, pla
     assert len(faults.requests("204")) == 1
 
 
+def test_server_cutting_every_response_ends_the_job(device, faults, platform):
+    """Content-Length larger than the body and no validators: every attempt
+    starts over and brings 2 MiB. The job must end after ota.retries more
+    attempts, not download forever; the journal counts the bytes fetched."""
+    dv = device(faults, config={"ota.retries": 2}).start()
+    cmd_id, mark = dv.send(faults.url("fw.img", key="short", short=2 * MiB, no_validators=1), "2.0.1")
+    assert platform.wait_for_receipt("D1", cmd_id, since=mark).get("BACK") == "OK"
+    failed = dv.wait_state(cmd_id, "FAILED", since=mark, timeout=30)
+    assert failed.get("REASON") == "gave up after 3 attempts: connection lost", failed
+    platform.wait_for_report("D1", OLD, since=mark)
+    time.sleep(1)
+    assert len(faults.requests("short")) == 3
+    assert dv.hook_calls() == []
+    job = dv.job()
+    assert job.get("phase") == "failed" and job.get("fetched", 0) >= 4 * MiB, job
+
+
 # -- memory: a 1 GiB image in constant memory ----------------------------------
 
 def _rss_kib(pid, field):
