@@ -9,7 +9,10 @@
  * Invariants:
  *  - The first d->offset bytes of the part file are written, and were hashed
  *    into d->sha256 (and d->md5) in order from byte 0. Nothing of the body
- *    is kept in memory.
+ *    is kept in memory. d->offset never exceeds SIZE, max_image_size, or the
+ *    total the current response declared.
+ *  - Every body byte received counts in d->bytes_fetched; together with
+ *    what earlier runs fetched it never exceeds download_fetch_cap().
  *  - User callbacks are never invoked from inside a libcurl callback: those
  *    only record what happened; the sd-event handler that called into
  *    libcurl dispatches afterwards. So any callback may call download_free(),
@@ -36,6 +39,7 @@
 #include "download.h"
 #include "log.h"
 #include "util/macro.h"
+#include "util/strings.h"
 
 #define REHASH_CHUNK_SIZE ((size_t)1024 * 1024)
 #define PROGRESS_INTERVAL_USEC USEC_PER_SEC
@@ -46,8 +50,19 @@
 /* Longer validators are ignored: they only exist to be echoed back in If-Range. */
 #define VALIDATOR_MAX 256
 #define REASON_MAX 256
-/* An attempt that got this far renews the retry budget (a server dripping a few bytes per try does not). */
+/*
+ * An attempt that took the file this far past the best offset any attempt
+ * reached renews the retry budget: a server dripping a few bytes per try
+ * does not, nor one that cuts every attempt at the same place.
+ */
 #define RETRY_RENEW_BYTES ((uint64_t)1024 * 1024)
+/*
+ * The bytes one job may fetch: FACTOR times the image's size plus SLACK. A
+ * download that resumes fetches about 1x; one resumed piece found bad and
+ * fetched whole again, 2x; beyond 3x the server is not letting us finish.
+ */
+#define FETCH_CAP_FACTOR 3
+#define FETCH_CAP_SLACK ((uint64_t)1024 * 1024)
 
 #define DEFAULT_STALL_TIMEOUT_SEC 60U
 #define DEFAULT_CONNECT_TIMEOUT_SEC 30U
@@ -73,12 +88,16 @@ struct DownloadSocket {
 typedef struct DownloadResponse {
         long status;
         int64_t content_length; /* -1: not sent */
-        bool has_content_range;
+        bool bad_content_length;         /* one did not parse, or overflowed */
+        bool conflicting_content_length; /* two that differ */
+        bool has_content_range;          /* "bytes START-END/..." parsed whole */
         uint64_t range_start;
-        int64_t range_total; /* -1: "*" */
+        uint64_t range_end;
+        int64_t range_total; /* -1: "*", or not sent */
         char *etag;
         char *last_modified;
         uint64_t retry_after_sec;
+        bool location_elsewhere; /* a Location with a scheme other than http(s) */
 } DownloadResponse;
 
 /*
@@ -103,6 +122,7 @@ struct Download {
 
         /* Parameters, copied. */
         char *url;
+        char *url_log; /* URL with its password hidden: the only form a log line shows */
         char *part_path;
         uint64_t resume_offset;
         char *expected_md5;
@@ -117,6 +137,7 @@ struct Download {
         unsigned retries;
         unsigned max_redirects;
         uint64_t retry_max_usec;
+        uint64_t fetched_before; /* bytes fetched for this job by earlier runs */
 
         /* Validators of the file we are assembling (strong ETag only). */
         char *etag;
@@ -152,20 +173,23 @@ struct Download {
         bool accepted; /* a 2xx response's headers were taken: the body is ours */
         bool restart_from_zero;
         bool connected;
-        uint64_t total; /* size of the whole file, 0: unknown */
-        uint64_t attempt_start_offset;
+        uint64_t total; /* size of the whole file as this response declares it, 0: unknown */
         uint64_t activity_usec; /* last byte from the server, or the connection */
         bool paused;            /* by the rate limiter */
         double rate_tokens;     /* bytes we may take now; negative: owed */
         uint64_t rate_usec;     /* when rate_tokens was last refilled */
 
+        /* Across attempts. */
+        uint64_t known_total; /* size of the whole file: SIZE, else as last declared; 0: unknown */
+        uint64_t high_water;  /* the best offset any attempt reached */
         Backoff backoff;
         unsigned attempts; /* started, in all */
-        unsigned failures; /* in a row without progress */
-        uint64_t bytes_fetched;
+        unsigned failures; /* in a row without progress past high_water */
+        uint64_t bytes_fetched; /* by this object; the cap counts fetched_before too */
 
         bool checkpoint_pending;
         uint64_t checkpoint_offset;
+        uint64_t checkpoint_fetched;
         uint64_t checkpoint_usec;
         uint64_t progress_offset;
         uint64_t progress_usec;
@@ -193,6 +217,7 @@ static Download *download_unref(Download *d)
         free(d->resp.etag);
         free(d->resp.last_modified);
         free(d->url);
+        free(d->url_log);
         free(d->part_path);
         free(d->expected_md5);
         free(d->expected_sha256);
@@ -311,6 +336,13 @@ _printf_(4, 5) static void download_set_abort(Download *d, int error, bool retry
         va_end(ap);
 }
 
+static bool download_request_sent(Download *d)
+{
+        long n = 0;
+
+        return d->easy && curl_easy_getinfo(d->easy, CURLINFO_REQUEST_SIZE, &n) == CURLE_OK && n > 0;
+}
+
 /*
  * The one place where libcurl's codes, HTTP statuses and the reasons our own
  * callbacks stopped a transfer become -errno, a reason, and whether another
@@ -326,6 +358,13 @@ static int download_translate(Download *d, CURLcode code, char *reason, size_t s
                 (void)snprintf(reason, size, "%s", d->abort.reason);
                 return d->abort.error;
         }
+
+        /*
+         * libcurl checks CURLOPT_MAXFILESIZE_LARGE against any response's
+         * Content-Length, an error page's too: that one is about the status.
+         */
+        if (code == CURLE_FILESIZE_EXCEEDED && status >= 300)
+                code = CURLE_OK;
 
         if (code == CURLE_OK || d->abort.http) {
                 (void)snprintf(reason, size, "HTTP %ld", status);
@@ -346,16 +385,49 @@ static int download_translate(Download *d, CURLcode code, char *reason, size_t s
         *ret_retry = false;
         switch (code) {
         case CURLE_UNSUPPORTED_PROTOCOL:
-                /* The initial URL's scheme was checked before: this came from a Location. */
-                (void)snprintf(reason, size, "redirect to a forbidden protocol");
-                return -EPROTONOSUPPORT;
+                /*
+                 * The initial URL's scheme was checked before, so this is
+                 * either a 3xx whose Location names another scheme, or an
+                 * answer (maybe the one to a redirect) without a valid HTTP
+                 * status line ("Received HTTP/0.9 when not allowed": an SSH
+                 * banner, random bytes; "Unsupported HTTP version"), which
+                 * never reached our header callback.
+                 */
+                if (status >= 300 && status < 400 && d->resp.location_elsewhere) {
+                        (void)snprintf(reason, size, "redirect to a forbidden protocol");
+                        return -EPROTONOSUPPORT;
+                }
+                (void)snprintf(reason, size, "the server's response is not HTTP");
+                return -EPROTO;
+        case CURLE_WEIRD_SERVER_REPLY:
+                /* Not a network accident: whatever answers there will answer the same again. */
+                (void)snprintf(reason, size, "the server's response is not HTTP");
+                return -EPROTO;
+        case CURLE_FILESIZE_EXCEEDED:
+                (void)snprintf(reason, size, "image larger than max_image_size (%" PRIu64 " bytes)",
+                               d->max_image_size);
+                return -EFBIG;
         case CURLE_TOO_MANY_REDIRECTS:
                 (void)snprintf(reason, size, "too many redirects");
                 return -ELOOP;
         case CURLE_URL_MALFORMAT:
                 (void)snprintf(reason, size, "malformed URL");
                 return -EINVAL;
+#if LIBCURL_VERSION_NUM >= 0x080600
+        case CURLE_TOO_LARGE: /* what libcurl 8.6 and later say instead */
+#endif
         case CURLE_OUT_OF_MEMORY:
+                /*
+                 * libcurl 7.88 also says this, without a message, when it
+                 * refuses a response header line over 100 KiB (or headers
+                 * over 300 KiB in all); such a line never reaches our header
+                 * callback. Between our request going out and the response
+                 * being accepted, that is what it means: the server's doing.
+                 */
+                if (!d->accepted && (strstr(d->errbuf, "header") || download_request_sent(d))) {
+                        (void)snprintf(reason, size, "response header too large");
+                        return -EPROTO;
+                }
                 (void)snprintf(reason, size, "out of memory");
                 return -ENOMEM;
         case CURLE_PEER_FAILED_VERIFICATION:
@@ -393,7 +465,6 @@ static int download_translate(Download *d, CURLcode code, char *reason, size_t s
         case CURLE_HTTP2:
         case CURLE_HTTP2_STREAM:
         case CURLE_HTTP3:
-        case CURLE_WEIRD_SERVER_REPLY:
                 *ret_retry = true;
                 (void)snprintf(reason, size, "connection lost");
                 return -ECONNRESET;
@@ -498,6 +569,53 @@ static const char *download_validator(const Download *d)
         return d->etag ?: d->last_modified;
 }
 
+/*
+ * Whether the piece we have may be continued (SPEC 5.3). A validator lets
+ * the server decide (If-Range). Without one, nothing proves that the server
+ * still has the file our piece came from, so a plain Range is only sent when
+ * an expected hash will judge the assembled file; it is then "pieced", and a
+ * mismatch earns one fetch from byte 0 (download_complete()).
+ */
+static bool download_can_resume(const Download *d)
+{
+        return download_validator(d) || d->expected_sha256 || d->expected_md5;
+}
+
+static uint64_t download_fetched_total(const Download *d)
+{
+        return d->fetched_before + d->bytes_fetched;
+}
+
+/*
+ * The bytes this job may fetch, in all runs: FETCH_CAP_FACTOR times the
+ * image's size (SIZE, else what the server declared, else at most
+ * max_image_size) plus FETCH_CAP_SLACK; UINT64_MAX when nothing bounds it.
+ * *RET_SIZE is the size it is based on.
+ */
+static uint64_t download_fetch_cap(const Download *d, uint64_t *ret_size)
+{
+        uint64_t size = d->expected_size ?: d->known_total ?: d->max_image_size;
+
+        *ret_size = size;
+        if (size == 0 || size > (UINT64_MAX - FETCH_CAP_SLACK) / FETCH_CAP_FACTOR)
+                return UINT64_MAX;
+        return size * FETCH_CAP_FACTOR + FETCH_CAP_SLACK;
+}
+
+/* Whether fetching LEN more bytes would pass the cap; if so, REASON says so. */
+static bool download_over_cap(const Download *d, uint64_t len, char *reason, size_t size)
+{
+        uint64_t image, cap = download_fetch_cap(d, &image);
+        uint64_t fetched = download_fetched_total(d);
+
+        if (fetched <= cap && len <= cap - fetched)
+                return false;
+        (void)snprintf(reason, size, "gave up: fetched %.1f MiB for an image of %s%.1f MiB",
+                       (double)fetched / (1024 * 1024), d->expected_size || d->known_total ? "" : "at most ",
+                       (double)image / (1024 * 1024));
+        return true;
+}
+
 static int download_check_space(Download *d, uint64_t size, char *reason, size_t reason_size)
 {
         struct statvfs sv;
@@ -562,8 +680,8 @@ static void download_complete(Download *d)
                  */
                 if (!d->pieced || d->refetched)
                         return download_failf(d, -EBADMSG, "%s", mismatch);
-                log_info("Resumed download of %s failed verification (%s), fetching it whole again.", d->url,
-                         mismatch);
+                log_info("Resumed download of %s failed verification (%s), fetching it whole again.",
+                         d->url_log, mismatch);
                 d->refetched = true;
                 d->have_sha256 = false;
                 r = download_reset_file(d);
@@ -603,10 +721,15 @@ static size_t parse_u64(const char *p, size_t len, uint64_t *ret)
         return i;
 }
 
-/* "bytes START-END/TOTAL", or "bytes *" "/TOTAL" in a 416. */
+/*
+ * "bytes START-END/TOTAL" (TOTAL may be an asterisk: unknown) in a 206,
+ * "bytes <asterisk>/TOTAL" in a 416. Only a value that parses whole is
+ * taken: a 206 without one is refused (download_check_range()).
+ */
 static void parse_content_range(DownloadResponse *r, const char *p, size_t len)
 {
         uint64_t start = 0, end = 0, total = 0;
+        bool has_range = false;
         size_t n;
 
         if (len < 6 || strncasecmp(p, "bytes ", 6) != 0)
@@ -623,14 +746,23 @@ static void parse_content_range(DownloadResponse *r, const char *p, size_t len)
                 if (n == 0 || end < start)
                         return;
                 p += n, len -= n;
-                r->has_content_range = true;
-                r->range_start = start;
+                has_range = true;
         }
         if (len < 2 || *p != '/')
                 return;
-        n = parse_u64(p + 1, len - 1, &total);
-        if (n > 0 && total <= INT64_MAX)
-                r->range_total = (int64_t)total;
+        if (len == 2 && p[1] == '*') {
+                if (!has_range)
+                        return; /* "bytes * / *" says nothing */
+                total = UINT64_MAX;
+        } else {
+                n = parse_u64(p + 1, len - 1, &total);
+                if (n != len - 1 || total > INT64_MAX)
+                        return;
+        }
+        r->has_content_range = has_range;
+        r->range_start = start;
+        r->range_end = end;
+        r->range_total = total == UINT64_MAX ? -1 : (int64_t)total;
 }
 
 /* If the header line BUF starts with NAME ':', returns its value without surrounding blanks. */
@@ -649,12 +781,59 @@ static const char *header_value(const char *buf, size_t len, const char *name, s
         return buf;
 }
 
+/* Whether a Location value is an absolute URL whose scheme is not http or https (RFC 3986 3.1). */
+static bool location_elsewhere(const char *v, size_t len)
+{
+        size_t i = 0;
+
+        if (len == 0 || !isalpha((unsigned char)v[0]))
+                return false;
+        while (i < len && (isalnum((unsigned char)v[i]) || v[i] == '+' || v[i] == '-' || v[i] == '.'))
+                i++;
+        if (i == len || v[i] != ':')
+                return false; /* a relative reference: same scheme */
+        return !((i == 4 && strncasecmp(v, "http", 4) == 0) || (i == 5 && strncasecmp(v, "https", 5) == 0));
+}
+
 static void take_validator(char **dst, const char *v, size_t len)
 {
         if (len == 0 || len > VALIDATOR_MAX || memchr(v, 0, len))
                 return;
         free(*dst);
         *dst = strndup(v, len); /* on ENOMEM we merely lose the ability to resume */
+}
+
+/*
+ * A 206 must answer the Range we sent, and agree with itself and with what
+ * we knew: its Content-Range starts at our offset, covers as many bytes as
+ * its Content-Length says, ends inside its total, and that total is the size
+ * we knew (SIZE, or what an earlier response declared). Otherwise its bytes
+ * may not belong where we would put them: we start over from byte 0 (once;
+ * after that it is retried like any protocol hiccup). Returns 0 or -1 (abort).
+ */
+static int download_check_range(Download *d)
+{
+        const DownloadResponse *resp = &d->resp;
+        uint64_t total = resp->range_total >= 0 ? (uint64_t)resp->range_total : 0;
+
+        if (!resp->has_content_range)
+                download_set_abort(d, -EPROTO, true, "206 without a valid Content-Range");
+        else if (resp->range_start != d->offset)
+                download_set_abort(d, -EPROTO, true, "Content-Range does not start at %" PRIu64, d->offset);
+        else if (resp->content_length >= 0 &&
+                 (resp->content_length == 0 ||
+                  resp->range_end - resp->range_start != (uint64_t)resp->content_length - 1))
+                download_set_abort(d, -EPROTO, true, "Content-Range does not match Content-Length");
+        else if (resp->range_total >= 0 && resp->range_end >= total)
+                download_set_abort(d, -EPROTO, true, "Content-Range ends past its total");
+        else if (resp->range_total >= 0 && d->known_total > 0 && total != d->known_total)
+                download_set_abort(d, -EPROTO, true,
+                                   "Content-Range total %" PRIu64 " is not the file's size %" PRIu64, total,
+                                   d->known_total);
+        else
+                return 0;
+        d->restart_from_zero = true;
+        return -1;
 }
 
 /* The headers of a 2xx response are in: decide what its body means for the file. Returns 0 or -1 (abort). */
@@ -664,17 +843,27 @@ static int download_accept(Download *d)
         char reason[REASON_MAX];
         int r;
 
+        /* A 204, 202, 203...: whatever their body, it is not the file we asked for. */
+        if (resp->status != 200 && resp->status != 206) {
+                download_set_abort(d, -EPROTO, false, "HTTP %ld: not an image", resp->status);
+                return -1;
+        }
+        if (resp->bad_content_length) {
+                download_set_abort(d, -EPROTO, false, "invalid Content-Length");
+                return -1;
+        }
+        if (resp->conflicting_content_length) {
+                download_set_abort(d, -EPROTO, false, "conflicting Content-Length headers");
+                return -1;
+        }
+
         if (resp->status == 206) {
                 if (!d->range_sent) {
                         download_set_abort(d, -EPROTO, false, "partial content to a request without Range");
                         return -1;
                 }
-                if (!resp->has_content_range || resp->range_start != d->offset) {
-                        d->restart_from_zero = true;
-                        download_set_abort(d, -EPROTO, true, "Content-Range does not start at %" PRIu64,
-                                           d->offset);
+                if (download_check_range(d) < 0)
                         return -1;
-                }
                 d->total = resp->range_total > 0 ? (uint64_t)resp->range_total : 0;
                 d->pieced = d->offset > 0;
         } else {
@@ -717,6 +906,7 @@ static int download_accept(Download *d)
                         download_set_abort(d, r, false, "%s", reason);
                         return -1;
                 }
+                d->known_total = d->total;
         }
         return 0;
 }
@@ -762,7 +952,16 @@ static size_t download_on_header(char *buf, size_t size, size_t n, void *userdat
                 return download_on_headers_end(d) < 0 ? 0 : len;
 
         if ((v = header_value(buf, len, "Content-Length", &vlen))) {
-                if (vlen > 0 && parse_u64(v, vlen, &u) == vlen && u <= INT64_MAX)
+                /*
+                 * Checked here, not left to libcurl: 7.88 takes a value that
+                 * overflows as "no length" and the last of two that differ,
+                 * either of which can turn a cut body into a "complete" one.
+                 */
+                if (vlen == 0 || parse_u64(v, vlen, &u) != vlen || u > INT64_MAX)
+                        resp->bad_content_length = true;
+                else if (resp->content_length >= 0 && (uint64_t)resp->content_length != u)
+                        resp->conflicting_content_length = true;
+                else
                         resp->content_length = (int64_t)u;
         } else if ((v = header_value(buf, len, "Content-Range", &vlen)))
                 parse_content_range(resp, v, vlen);
@@ -770,6 +969,8 @@ static size_t download_on_header(char *buf, size_t size, size_t n, void *userdat
                 take_validator(&resp->etag, v, vlen);
         else if ((v = header_value(buf, len, "Last-Modified", &vlen)))
                 take_validator(&resp->last_modified, v, vlen);
+        else if ((v = header_value(buf, len, "Location", &vlen)))
+                resp->location_elsewhere = location_elsewhere(v, vlen);
         else if ((v = header_value(buf, len, "Retry-After", &vlen))) {
                 if (vlen > 0 && parse_u64(v, vlen, &u) == vlen)
                         resp->retry_after_sec = u;
@@ -854,6 +1055,7 @@ static int pwrite_all(int fd, const char *buf, size_t len, uint64_t offset)
 static size_t download_on_write(char *buf, size_t size, size_t n, void *userdata)
 {
         Download *d = userdata;
+        char reason[REASON_MAX];
         size_t len = size * n;
         int r;
 
@@ -877,7 +1079,7 @@ static size_t download_on_write(char *buf, size_t size, size_t n, void *userdata
                         return CURL_WRITEFUNC_PAUSE;
                 }
         }
-        /* d->offset never exceeds either limit, so the subtractions cannot wrap. */
+        /* d->offset never exceeds any of these limits, so the subtractions cannot wrap. */
         if (d->max_image_size > 0 && len > d->max_image_size - d->offset) {
                 download_set_abort(d, -EFBIG, false, "image larger than max_image_size (%" PRIu64 " bytes)",
                                    d->max_image_size);
@@ -886,6 +1088,16 @@ static size_t download_on_write(char *buf, size_t size, size_t n, void *userdata
         if (d->expected_size > 0 && len > d->expected_size - d->offset) {
                 download_set_abort(d, -EBADMSG, false, "SIZE mismatch: more than %" PRIu64 " bytes",
                                    d->expected_size);
+                return 0;
+        }
+        /* A 206 without Content-Length is read until the server closes: not past its own total. */
+        if (d->total > 0 && len > d->total - d->offset) {
+                download_set_abort(d, -EPROTO, false, "more bytes than the server declared (%" PRIu64 ")",
+                                   d->total);
+                return 0;
+        }
+        if (download_over_cap(d, len, reason, sizeof(reason))) {
+                download_set_abort(d, -EDQUOT, false, "%s", reason);
                 return 0;
         }
 
@@ -947,17 +1159,21 @@ static CURLcode download_setup_easy(Download *d, CURL *c)
         SETOPT(CURLOPT_XFERINFODATA, d);
         SETOPT(CURLOPT_NOPROGRESS, 0L);
         SETOPT(CURLOPT_TCP_KEEPALIVE, 1L);
+        /* Also refused by download_accept(); libcurl's check stops even a response we never see the end of. */
+        if (d->max_image_size > 0 && d->max_image_size <= INT64_MAX)
+                SETOPT(CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)d->max_image_size);
         SETOPT(CURLOPT_SSL_VERIFYPEER, 1L);
         SETOPT(CURLOPT_SSL_VERIFYHOST, 2L);
         if (d->ca_file)
                 SETOPT(CURLOPT_CAINFO, d->ca_file);
 
         if (d->range_sent) {
-                char h[sizeof("If-Range: ") + VALIDATOR_MAX];
-                struct curl_slist *l;
-
                 (void)snprintf(d->range, sizeof(d->range), "%" PRIu64 "-", d->offset);
                 SETOPT(CURLOPT_RANGE, d->range);
+        }
+        if (d->range_sent && validator) {
+                char h[sizeof("If-Range: ") + VALIDATOR_MAX];
+                struct curl_slist *l;
 
                 /* The server sends the whole file instead if its file is not the one we have a piece of. */
                 (void)snprintf(h, sizeof(h), "If-Range: %s", validator);
@@ -978,6 +1194,10 @@ static void download_start_attempt(Download *d)
         bool retry;
         int r;
 
+        /* Fetched enough for this job in earlier runs, or before a restart from byte 0. */
+        if (download_over_cap(d, 1, reason, sizeof(reason)))
+                return download_finish(d, -EDQUOT, reason);
+
         d->state = DOWNLOAD_TRANSFERRING;
         d->attempts++;
         download_response_reset(&d->resp);
@@ -990,14 +1210,13 @@ static void download_start_attempt(Download *d)
         d->rate_tokens = 0;
         d->rate_usec = now_usec();
 
-        /* Without a validator a piece cannot be proven to belong to the server's current file. */
-        if (d->offset > 0 && !download_validator(d)) {
+        /* Neither a validator nor a hash could prove that the piece belongs to the server's current file. */
+        if (d->offset > 0 && !download_can_resume(d)) {
                 r = download_reset_file(d);
                 if (r < 0)
                         return download_failf(d, r, "cannot truncate %s: %s", d->part_path, strerror(-r));
         }
         d->range_sent = d->offset > 0;
-        d->attempt_start_offset = d->offset;
 
         d->easy = curl_easy_init();
         if (!d->easy)
@@ -1024,12 +1243,21 @@ static void download_on_transfer_done(Download *d, CURLcode code)
 {
         char reason[REASON_MAX];
         uint64_t delay;
-        bool retry;
+        bool retry, progressed;
         int r;
 
         if (code == CURLE_OK && d->accepted) {
-                download_remove_easy(d);
-                return download_complete(d);
+                if (d->total == 0 || d->offset == d->total) {
+                        download_remove_easy(d);
+                        return download_complete(d);
+                }
+                /*
+                 * Complete by its own length, yet short of the file it
+                 * declared (a 206 of less than we asked for): not an image
+                 * yet; carry on from here as after a cut connection.
+                 */
+                download_set_abort(d, -ECONNRESET, true, "connection lost at %" PRIu64 " of %" PRIu64 " bytes",
+                                   d->offset, d->total);
         }
 
         if (d->resp.status == 416 && d->range_sent) {
@@ -1045,6 +1273,14 @@ static void download_on_transfer_done(Download *d, CURLcode code)
         r = download_translate(d, code, reason, sizeof(reason), &retry);
         download_remove_easy(d);
 
+        /*
+         * Only progress past the best offset any attempt reached proves that
+         * retrying gets somewhere: a server that cuts every attempt at the
+         * same place, making us start over each time, never renews them.
+         */
+        progressed = d->offset >= d->high_water + RETRY_RENEW_BYTES;
+        d->high_water = MAX(d->high_water, d->offset);
+
         if (d->restart_from_zero && !d->restarted) {
                 d->restarted = true;
                 r = download_reset_file(d);
@@ -1056,8 +1292,8 @@ static void download_on_transfer_done(Download *d, CURLcode code)
         if (!retry)
                 return download_finish(d, r, reason);
 
-        /* Real progress proves the path works: the retry budget is for failures in a row. */
-        if (d->offset >= d->attempt_start_offset + RETRY_RENEW_BYTES) {
+        /* The retry budget is for failures in a row. */
+        if (progressed) {
                 d->failures = 0;
                 backoff_reset(&d->backoff);
         }
@@ -1066,6 +1302,9 @@ static void download_on_transfer_done(Download *d, CURLcode code)
                         return download_finish(d, r, reason);
                 return download_failf(d, r, "gave up after %u attempts: %s", d->attempts, reason);
         }
+        /* No waiting for an attempt that could not fetch a byte. */
+        if (download_over_cap(d, 1, reason, sizeof(reason)))
+                return download_finish(d, -EDQUOT, reason);
 
         delay = backoff_next(&d->backoff);
         if (d->resp.retry_after_sec > 0)
@@ -1077,11 +1316,11 @@ static void download_on_transfer_done(Download *d, CURLcode code)
                 return download_failf(d, r, "cannot schedule a retry: %s", strerror(-r));
         (void)sd_event_source_set_description(d->retry_timer, "download-retry");
 
-        log_info("Download attempt %u of %s failed (%s), retrying in %" PRIu64 " ms.", d->attempts, d->url,
-                 reason, delay / USEC_PER_MSEC);
+        log_info("Download attempt %u of %s failed (%s), retrying in %" PRIu64 " ms.", d->attempts,
+                 d->url_log, reason, delay / USEC_PER_MSEC);
         d->state = DOWNLOAD_WAITING;
-        /* Whatever arrived is worth keeping if the daemon stops while we wait. */
-        if (d->offset != d->checkpoint_offset)
+        /* Whatever arrived is worth keeping, and counting, if the daemon stops while we wait. */
+        if (d->offset != d->checkpoint_offset || download_fetched_total(d) != d->checkpoint_fetched)
                 d->checkpoint_pending = true;
 }
 
@@ -1101,6 +1340,7 @@ static void download_emit(Download *d)
                         .offset = d->offset,
                         .etag = d->etag,
                         .last_modified = d->last_modified,
+                        .bytes_fetched = download_fetched_total(d),
                 };
 
                 /* A checkpoint promises bytes that survive a power cut. */
@@ -1108,6 +1348,7 @@ static void download_emit(Download *d)
                         return download_failf(d, -errno, "cannot sync %s: %m", d->part_path);
                 d->checkpoint_pending = false;
                 d->checkpoint_offset = d->offset;
+                d->checkpoint_fetched = c.bytes_fetched;
                 d->checkpoint_usec = now;
                 if (d->cb.checkpoint) {
                         d->cb.checkpoint(d, &c, d->userdata);
@@ -1309,16 +1550,24 @@ static void download_prepare(Download *d)
         if (r < 0)
                 return download_failf(d, r, "cannot initialize hashing");
 
-        d->fd = open(d->part_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOCTTY, 0600);
+        /*
+         * Whoever can write the download directory must not make us write
+         * elsewhere (a symbolic link planted as the .part) nor hang us (a
+         * FIFO, whose open() may wait for a peer: POSIX leaves O_RDWR on a
+         * FIFO undefined). O_NONBLOCK changes nothing for a regular file.
+         */
+        d->fd = open(d->part_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW | O_NONBLOCK, 0600);
+        if (d->fd < 0 && errno == ELOOP)
+                return download_failf(d, -EIO, "%s is a symbolic link, not a regular file", d->part_path);
         if (d->fd < 0)
                 return download_failf(d, -errno, "cannot open %s: %m", d->part_path);
         if (fstat(d->fd, &st) < 0)
                 return download_failf(d, -errno, "cannot stat %s: %m", d->part_path);
         if (!S_ISREG(st.st_mode))
-                return download_failf(d, -EISDIR, "%s is not a regular file", d->part_path);
+                return download_failf(d, -EIO, "%s is not a regular file", d->part_path);
 
         d->offset = d->resume_offset;
-        if (d->offset > (uint64_t)st.st_size || !download_validator(d) ||
+        if (d->offset > (uint64_t)st.st_size || !download_can_resume(d) ||
             (d->expected_size > 0 && d->offset > d->expected_size) ||
             (d->max_image_size > 0 && d->offset > d->max_image_size))
                 d->offset = 0;
@@ -1326,6 +1575,8 @@ static void download_prepare(Download *d)
         if (ftruncate(d->fd, (off_t)d->offset) < 0)
                 return download_failf(d, -errno, "cannot truncate %s: %m", d->part_path);
         d->checkpoint_offset = d->offset;
+        d->checkpoint_fetched = d->fetched_before;
+        d->high_water = d->offset;
 
         if (d->expected_size > 0) {
                 r = download_check_space(d, d->expected_size, reason, sizeof(reason));
@@ -1388,7 +1639,8 @@ int download_new(sd_event *event, const DownloadParams *p, const DownloadCallbac
                 d->cb = *callbacks;
         d->userdata = userdata;
 
-        if (strdup_or_null(p->url, &d->url) < 0 || strdup_or_null(p->part_path, &d->part_path) < 0 ||
+        if (strdup_or_null(p->url, &d->url) < 0 || !(d->url_log = url_redact(p->url)) ||
+            strdup_or_null(p->part_path, &d->part_path) < 0 ||
             strdup_or_null(p->expected_md5, &d->expected_md5) < 0 ||
             strdup_or_null(p->expected_sha256, &d->expected_sha256) < 0 ||
             strdup_or_null(p->ca_file, &d->ca_file) < 0 || strdup_or_null(p->user_agent, &d->user_agent) < 0)
@@ -1400,7 +1652,9 @@ int download_new(sd_event *event, const DownloadParams *p, const DownloadCallbac
                 return -ENOMEM;
 
         d->resume_offset = p->resume_offset;
+        d->fetched_before = p->bytes_fetched;
         d->expected_size = p->expected_size;
+        d->known_total = p->expected_size;
         d->max_image_size = p->max_image_size;
         d->rate_limit = p->rate_limit;
         d->stall_timeout_sec = p->stall_timeout_sec ?: DEFAULT_STALL_TIMEOUT_SEC;

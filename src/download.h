@@ -5,12 +5,16 @@
  * interface, never blocking the loop), streaming to disk and hashing as it
  * goes, in constant memory whatever the image size.
  *
- * It resumes with Range/If-Range (after a dropped connection within one run,
- * and across daemon restarts from the offset and validators the caller
- * persisted from a checkpoint), retries transient failures with jittered
- * backoff, and reports exactly one result through the done callback: 0 when
- * the file is complete, matches every expectation given (SIZE, MD5, SHA-256)
- * and has been fsync()ed; or -errno with a short human reason.
+ * It resumes with Range (after a dropped connection within one run, and
+ * across daemon restarts from the offset, validators and byte count the
+ * caller persisted from a checkpoint; see DownloadParams for when), retries
+ * transient failures with jittered backoff, within bounds no server can
+ * stretch (see retries, and a cap of about 3 times the image's size on the
+ * bytes one job fetches), and reports exactly one result through the done
+ * callback: 0 when the file is complete (a 200, or a 206 answering our
+ * Range, whose body has the length the server declared), matches every
+ * expectation given (SIZE, MD5, SHA-256) and has been fsync()ed; or -errno
+ * with a short human reason.
  *
  * Only http:// and https:// are ever fetched, also after redirects; HTTPS
  * verifies the peer and its host name. Proxies: libcurl's defaults apply, so
@@ -35,14 +39,24 @@ typedef struct DownloadParams {
         /*
          * Resume state from the caller's journal (from the last checkpoint):
          * bytes of PART_PATH known good, and the validators of the response
-         * they came from. A resume needs a strong ETag or a Last-Modified,
-         * so that the server can tell (If-Range) whether its file is still
-         * the same; without one the download starts over from byte 0.
-         * NULL or "" = none.
+         * they came from. NULL or "" = none. The same rule holds for a
+         * resume within one run (after a dropped connection): with a strong
+         * ETag or a Last-Modified the request carries If-Range, so that the
+         * server itself tells whether its file is still the same; without
+         * either, a plain Range is sent only when an expected SHA-256 or MD5
+         * will check the assembled file (a mismatch then starts over from
+         * byte 0, once); otherwise the download starts over from byte 0.
          */
         uint64_t resume_offset;
         const char *etag;
         const char *last_modified;
+
+        /*
+         * Body bytes already fetched for this job by earlier runs (the last
+         * checkpoint's bytes_fetched), so that the cap on the bytes one job
+         * may fetch holds across daemon restarts. 0 for a new job.
+         */
+        uint64_t bytes_fetched;
 
         /* Expectations, checked before success is reported. 0/NULL = not given. */
         uint64_t expected_size;
@@ -54,8 +68,9 @@ typedef struct DownloadParams {
         uint64_t rate_limit;          /* bytes per second (our token bucket; see download.c) */
         unsigned stall_timeout_sec;   /* no byte for this long once connected = stalled; 0 = 60 s */
         unsigned connect_timeout_sec; /* 0 = 30 s */
-        unsigned retries;             /* further attempts after transient failures in a row; an
-                                       * attempt that brought 1 MiB or more renews them */
+        unsigned retries;             /* further attempts after transient failures in a row; only
+                                       * an attempt that took the file 1 MiB or more past the best
+                                       * offset any attempt reached renews them */
         unsigned max_redirects;       /* 0 = redirects are refused */
         uint64_t retry_initial_usec;  /* backoff ceilings (full jitter); 0 = 1 s */
         uint64_t retry_max_usec;      /* 0 = 60 s */
@@ -74,6 +89,7 @@ typedef struct DownloadCheckpoint {
         uint64_t offset;           /* this many bytes of the .part file survive a crash */
         const char *etag;          /* NULL when the server sent none (or a weak one) */
         const char *last_modified; /* NULL when the server sent none */
+        uint64_t bytes_fetched;    /* for this job in all: DownloadParams.bytes_fetched + this run's */
 } DownloadCheckpoint;
 
 typedef struct DownloadCallbacks {
@@ -95,13 +111,22 @@ typedef struct DownloadCallbacks {
          * in a few words, e.g. "HTTP 404", "SHA-256 mismatch", "download
          * stalled", "gave up after 4 attempts: HTTP 503". REASON is valid
          * during the call only. Codes: -ENOENT (HTTP 404, 410), -EACCES
-         * (401, 403), -EPROTO (other 4xx, protocol errors), -EREMOTEIO
-         * (5xx), -EBUSY (429), -ETIMEDOUT (408, stall, connect timeout),
-         * -ECONNREFUSED, -ECONNRESET, -EHOSTUNREACH (network), -EPERM (TLS
+         * (401, 403), -EPROTO (other 4xx; protocol errors: a 2xx other than
+         * 200 and a 206 answering our Range, an invalid or conflicting
+         * Content-Length, a response that is not HTTP, a response header
+         * too large), -EREMOTEIO (5xx), -EBUSY (429), -ETIMEDOUT (408,
+         * stall, connect timeout), -ECONNREFUSED, -ECONNRESET (network,
+         * including a body shorter than the server declared),
+         * -EHOSTUNREACH, -ECONNABORTED (TLS handshake), -EPERM (TLS
          * verification), -ELOOP (too many redirects), -EPROTONOSUPPORT
          * (redirect to another protocol), -EBADMSG (SIZE or hash mismatch),
-         * -EFBIG (max_image_size), -ENOSPC (no room), -EINVAL (URL not
-         * http/https, malformed expected hash), -EIO (disk, other).
+         * -EFBIG (max_image_size), -EDQUOT (the job fetched about 3 times
+         * the image's size and gave up: "gave up: fetched N MiB for an image
+         * of M MiB"), -ENOSPC (no room), -EINVAL (URL not http/https,
+         * malformed expected hash), -ENOMEM, -EIO (disk; PART_PATH not a
+         * regular file, e.g. a symbolic link or a FIFO; other). A failing
+         * system call on PART_PATH ends with its own errno (e.g. -EACCES,
+         * -EROFS), and REASON names the path.
          * Retried first: network errors, timeouts, stalls, 5xx, 408, 429
          * (honoring a Retry-After in seconds, up to retry_max_usec); the
          * rest is final at once. After retries, REASON says "gave up after

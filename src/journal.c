@@ -179,6 +179,8 @@ static int parse_job(struct json_object *o, Job **ret)
         if (r >= 0)
                 r = get_u64(o, "offset", &j->offset);
         if (r >= 0)
+                r = get_u64(o, "fetched", &j->fetched);
+        if (r >= 0)
                 r = get_string(o, "phase", true, &phase);
         if (r >= 0) {
                 j->phase = job_phase_from_string(phase);
@@ -317,6 +319,8 @@ static struct json_object *build_job(const Job *job)
                 r = add_u64(o, "size", job->size);
         if (r >= 0)
                 r = add_u64(o, "offset", job->offset);
+        if (r >= 0)
+                r = add_u64(o, "fetched", job->fetched);
         if (r >= 0)
                 r = add_string(o, "phase", job_phase_to_string(job->phase));
         if (r < 0) {

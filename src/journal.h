@@ -48,6 +48,7 @@ typedef struct Job {
         JobPhase phase;
         uint64_t offset; /* bytes of the .part file written and synced */
         char *etag, *last_modified;
+        uint64_t fetched; /* bytes the download fetched for this job, in all runs ("fetched"; absent = 0) */
         char *reason; /* why it failed */
 } Job;
 

@@ -415,6 +415,7 @@ static void on_download_checkpoint(Download *d, const DownloadCheckpoint *c, voi
         Job *j = ota_job(o);
 
         j->offset = c->offset;
+        j->fetched = c->bytes_fetched;
         if (free_and_strdup(&j->etag, c->etag) < 0 || free_and_strdup(&j->last_modified, c->last_modified) < 0)
                 return;
         (void)ota_save(o);
@@ -466,6 +467,7 @@ static void ota_download(Ota *o)
                 .resume_offset = j->offset,
                 .etag = j->etag,
                 .last_modified = j->last_modified,
+                .bytes_fetched = j->fetched,
                 .expected_size = j->size,
                 .expected_md5 = j->md5,
                 .expected_sha256 = j->sha256,

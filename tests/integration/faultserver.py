@@ -19,6 +19,21 @@ the query string picks the fault:
   redirect=file    302 to file:///etc/passwd
   redirect=ftp     302 to ftp://127.0.0.1/x
   redirect=once    302 to the same URL without the redirect
+  redirect=nothttp 302 to the same URL with not_http=ssh instead of the redirect
+  short=N          Content-Length says the whole body, but only N body bytes are sent, then close
+                   (every request); short_grow=1: request number k sends k*N bytes
+  no_validators=1  no ETag, no Last-Modified (lighttpd without a MIME type, embedded servers);
+                   a Range is still honored, an If-Range never matches
+  status=204       no body and no Content-Length; status=202/203: a small body, like other statuses
+  cl_overflow=1    "Content-Length: 99999999999999999999999", the whole image, then close
+  cl_twice=1       two different Content-Length headers (whole, then half), half the body, close
+  not_http=ssh     answer "SSH-2.0-OpenSSH_9" and close; not_http=random: random bytes, close;
+                   not_http=status: "HTTP/1.1 2x0 OK" (an HTTP-looking status line that is not one);
+                   not_http=version: "HTTP/7.1 200 OK"; not_http=nocolon: a header line without a colon
+  huge_header=1    a response header line of 2 MiB
+  bad_total=1      206 whose Content-Range total is 1000 more than the image's size
+  range_len=1      206 whose Content-Length (and body) is 1000 bytes shorter than its Content-Range
+  range_short=N    206 that sends only N bytes, with a Content-Range and Content-Length saying so
 
 Use in-process (FaultServer(images).start(), .url(), .requests(key), .stop())
 or standalone: faultserver.py --port 8080 --image name=path.
@@ -27,6 +42,7 @@ or standalone: faultserver.py --port 8080 --image name=path.
 import argparse
 import email.utils
 import http.server
+import random
 import socket
 import sys
 import threading
@@ -87,6 +103,24 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if "stall_headers" in q:
             return self._stall()
 
+        not_http = q.get("not_http")
+        if not_http:
+            if not_http == "ssh":
+                raw = b"SSH-2.0-OpenSSH_9\r\n"
+            elif not_http == "status":
+                raw = b"HTTP/1.1 2x0 OK\r\nContent-Length: 5\r\n\r\nhello"
+            elif not_http == "version":
+                raw = b"HTTP/7.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
+            elif not_http == "nocolon":
+                raw = b"HTTP/1.1 200 OK\r\nbogus header line\r\nContent-Length: 5\r\n\r\nhello"
+            else:
+                raw = random.Random(n).randbytes(4096)
+            try:
+                self.wfile.write(raw)
+            except OSError:
+                pass
+            return self._drop()
+
         redirect = q.get("redirect")
         if redirect:
             if redirect == "file":
@@ -95,6 +129,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 location = "ftp://127.0.0.1/x"
             elif redirect == "once":
                 q.pop("redirect")
+                location = url.path + "?" + urllib.parse.urlencode(q)
+            elif redirect == "nothttp":
+                q.pop("redirect")
+                q["not_http"] = "ssh"
                 location = url.path + "?" + urllib.parse.urlencode(q)
             else:
                 location = self.path
@@ -110,6 +148,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_response(status)
             if "retry_after" in q:
                 self.send_header("Retry-After", q["retry_after"])
+            if status in (204, 304):
+                # No body, and no Content-Length (RFC 9110 8.6).
+                self.end_headers()
+                return
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             if not head:
@@ -127,12 +169,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             image = bytes(image)
         etag = '"%s-v%d"' % (name, version)
         last_modified = email.utils.formatdate(1700000000 + version, usegmt=True)
+        if "no_validators" in q:
+            etag = last_modified = None
 
         start = 0
         partial = False
         rng = self.headers.get("Range")
         if_range = self.headers.get("If-Range")
-        if rng and "ignore_range" not in q and (if_range is None or if_range in (etag, last_modified)):
+        # Without validators an If-Range cannot match anything (RFC 9110 13.1.5): the whole file.
+        if_range_ok = if_range is None or (etag is not None and if_range in (etag, last_modified))
+        if rng and "ignore_range" not in q and if_range_ok:
             spec = rng.strip()
             if spec.startswith("bytes=") and "," not in spec:
                 first = spec[6:].split("-", 1)[0]
@@ -147,23 +193,52 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 return
 
         body = image[start:]
+        length = len(body)
         if partial:
             self.send_response(206)
             shown = 0 if "bad_range" in q else start
-            self.send_header("Content-Range", "bytes %d-%d/%d" % (shown, len(image) - 1, len(image)))
+            end = len(image) - 1
+            total = len(image) + (1000 if "bad_total" in q else 0)
+            if "range_short" in q:
+                body = body[:int(q["range_short"])]
+                end = start + len(body) - 1
+                length = len(body)
+            if "range_len" in q:
+                body = body[:-1000]
+                length = len(body)
+            self.send_header("Content-Range", "bytes %d-%d/%d" % (shown, end, total))
         else:
             self.send_response(200)
-        self.send_header("ETag", etag)
-        self.send_header("Last-Modified", last_modified)
+        if etag is not None:
+            self.send_header("ETag", etag)
+            self.send_header("Last-Modified", last_modified)
         self.send_header("Accept-Ranges", "bytes")
+        if "huge_header" in q:
+            self.send_header("X-Huge", "a" * (2 * 1024 * 1024))
+        short = None
+        if "short" in q:
+            short = int(q["short"]) * (n if "short_grow" in q else 1)
         if "no_length" in q:
             self.send_header("Connection", "close")
             self.close_connection = True
+        elif "cl_overflow" in q:
+            self.send_header("Content-Length", "99999999999999999999999")
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        elif "cl_twice" in q:
+            self.send_header("Content-Length", str(length))
+            self.send_header("Content-Length", str(length // 2))
+            self.send_header("Connection", "close")
+            self.close_connection = True
+            short = length // 2
         else:
-            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Content-Length", str(length))
         self.end_headers()
         if head:
             return
+        if short is not None:
+            self._send_body(body, short)
+            return self._drop()
 
         drops = int(q.get("drops", 0))
         if "drop" in q and n <= drops:

@@ -28,6 +28,7 @@ MiB = 1024 * 1024
 
 ENOENT, EACCES, ENOSPC, EINVAL, EFBIG = -2, -13, -28, -22, -27
 ELOOP, EBADMSG, EPROTONOSUPPORT, ETIMEDOUT, EPERM = -40, -74, -93, -110, -1
+EPROTO, EIO, ECONNRESET, EDQUOT = -71, -5, -104, -122
 
 
 def sha256(data):
@@ -588,6 +589,225 @@ def test_size_checked_without_content_length(fault, fimg, part, key):
     res = run_fetch(fault.url("img", key=key, no_length=1), part, "--size", len(fimg) + 1)
     assert_fail(res, EBADMSG, "SIZE mismatch: got %d bytes" % len(fimg))
     assert_ok(run_fetch(fault.url("img", key=key, no_length=1), part, "--size", len(fimg)), fimg, part)
+
+
+# ---------------------------------------------------------------- reasons that say what happened (review item 11)
+
+
+@pytest.mark.parametrize("what", ["ssh", "random", "status", "version", "nocolon"])
+def test_response_that_is_not_http(fault, part, key, what):
+    """An SSH banner or random bytes used to be "redirect to a forbidden protocol"."""
+    res = run_fetch(fault.url("img", key=key, not_http=what), part, "--retries", 3, "--retry-delay-ms", 50)
+    assert_fail(res, EPROTO, "the server's response is not HTTP")
+    assert res.done["reason"] == "the server's response is not HTTP"
+    assert len(fault.requests(key)) == 1
+
+
+def test_redirect_to_a_response_that_is_not_http(fault, part, key):
+    """After a redirect to an http:// URL, it is the answer there that is wrong, not the redirect."""
+    res = run_fetch(fault.url("img", key=key, redirect="nothttp"), part, "--retries", 3)
+    assert_fail(res, EPROTO, "the server's response is not HTTP")
+    assert len(fault.requests(key)) == 2
+
+
+def test_huge_response_header(fault, part, key):
+    res = run_fetch(fault.url("img", key=key, huge_header=1), part, "--retries", 3, "--retry-delay-ms", 50)
+    assert_fail(res, EPROTO, "response header too large")
+    assert res.done["reason"] == "response header too large"
+    assert len(fault.requests(key)) == 1
+
+
+def test_log_lines_hide_the_url_password(fault, part, key):
+    url = fault.url("img", key=key, status=503).replace("http://", "http://user:s3cret@")
+    res = run_fetch(url, part, "--retries", 1, "--retry-delay-ms", 50)
+    assert res.returncode == 1, res
+    assert "Download attempt 1 of http://user:***@127.0.0.1:" in res.stderr, res
+    assert "s3cret" not in res.stderr
+
+
+# ---------------------------------------------------------------- the .part file
+
+
+def test_part_file_symlink_is_not_followed(fault, part, key, tmp_path):
+    target = tmp_path / "elsewhere"
+    target.write_bytes(b"precious")
+    os.symlink(target, part)
+    res = run_fetch(fault.url("img", key=key), part)
+    assert_fail(res, EIO, "%s is a symbolic link" % part)
+    assert target.read_bytes() == b"precious"
+    assert fault.requests(key) == []
+    # A dangling one is not created through either.
+    os.unlink(part)
+    os.symlink(tmp_path / "nowhere", part)
+    res = run_fetch(fault.url("img", key=key), part)
+    assert_fail(res, EIO, "is a symbolic link")
+    assert not os.path.exists(tmp_path / "nowhere")
+
+
+def test_part_file_fifo_is_refused(fault, part, key):
+    os.mkfifo(part)
+    res = run_fetch(fault.url("img", key=key), part, timeout=10)
+    assert_fail(res, EIO, "%s is not a regular file" % part)
+    assert fault.requests(key) == []
+
+
+# ---------------------------------------------------------------- only a 200, or our 206, whole, is an image (review item 7)
+
+
+@pytest.mark.parametrize("status", [204, 202, 203])
+def test_2xx_other_than_200_is_not_an_image(fault, part, key, status):
+    res = run_fetch(fault.url("img", key=key, status=status), part, "--retries", 3, "--retry-delay-ms", 50)
+    assert_fail(res, EPROTO, "HTTP %d: not an image" % status)
+    assert res.done["sha256"] is None
+    assert len(fault.requests(key)) == 1
+
+
+@pytest.mark.parametrize("faults,reason", [({"cl_overflow": 1}, "invalid Content-Length"),
+                                           ({"cl_twice": 1}, "conflicting Content-Length headers")])
+def test_bad_content_length_is_refused(fault, part, key, faults, reason):
+    """libcurl 7.88 reads an overflowing Content-Length as none and takes the
+    last of two: either way a cut body ended as a "complete" image."""
+    res = run_fetch(fault.url("img", key=key, **faults), part, "--retries", 3, "--retry-delay-ms", 50)
+    assert_fail(res, EPROTO, reason)
+    assert res.done["sha256"] is None and res.done["bytes_fetched"] == 0
+    assert len(fault.requests(key)) == 1
+
+
+def test_206_short_of_the_total_is_not_complete(fault, fimg, part, key):
+    """A 206 that sends less than the rest of the file (its own Content-Range
+    and Content-Length agree) leaves the file incomplete: carry on from there."""
+    res = run_fetch(fault.url("img", key=key, drop=300000, drops=1, range_short=1100000), part,
+                    "--retries", 1, "--retry-delay-ms", 50)
+    assert_ok(res, fimg, part)
+    assert ranges(fault, key) == [None, "bytes=300000-", "bytes=1400000-"]
+    assert res.done["bytes_fetched"] == len(fimg)
+
+
+def test_206_whose_content_length_disagrees_starts_over(fault, fimg, part, key):
+    res = run_fetch(fault.url("img", key=key, drop=300000, drops=1, range_len=1), part, "--retry-delay-ms", 50)
+    assert_ok(res, fimg, part)
+    assert ranges(fault, key) == [None, "bytes=300000-", None]
+
+
+# ---------------------------------------------------------------- resume without validators (review item 6)
+
+
+@pytest.mark.parametrize("hashopt", ["--sha256", "--md5"])
+def test_drop_without_validators_resumes_when_a_hash_is_given(fault, fimg, part, key, hashopt):
+    n = 500000
+    digest = sha256(fimg) if hashopt == "--sha256" else md5(fimg)
+    res = run_fetch(fault.url("img", key=key, drop=n, drops=1, no_validators=1), part, hashopt, digest,
+                    "--retry-delay-ms", 50)
+    assert_ok(res, fimg, part)
+    assert ranges(fault, key) == [None, "bytes=%d-" % n]
+    assert all(r["if_range"] is None for r in fault.requests(key)), "no validator, no If-Range"
+    assert res.done["bytes_fetched"] == len(fimg)
+    cps = res.of("checkpoint")
+    assert n in [c["offset"] for c in cps] and all(c["etag"] is None for c in cps), res
+
+
+def test_drop_without_validators_or_hash_starts_over(fault, fimg, part, key):
+    n = 500000
+    res = run_fetch(fault.url("img", key=key, drop=n, drops=1, no_validators=1), part, "--retry-delay-ms", 50)
+    assert_ok(res, fimg, part)
+    assert ranges(fault, key) == [None, None]
+    assert res.done["bytes_fetched"] == n + len(fimg)
+
+
+def test_restart_without_validators_resumes_when_a_hash_is_given(fault, fimg, part, key):
+    """The journal's offset with no ETag/Last-Modified but a SHA256: a daemon
+    restart continues with a plain Range instead of fetching it all again."""
+    n = 700000
+    part.write_bytes(fimg[:n])
+    res = run_fetch(fault.url("img", key=key, no_validators=1), part, "--offset", n, "--sha256", sha256(fimg))
+    assert_ok(res, fimg, part)
+    assert ranges(fault, key) == ["bytes=%d-" % n]
+    assert res.done["bytes_fetched"] == len(fimg) - n
+    # Without the hash the same offset is not trusted.
+    part.write_bytes(fimg[:n])
+    res = run_fetch(fault.url("img", key=key + "0", no_validators=1), part, "--offset", n)
+    assert_ok(res, fimg, part)
+    assert ranges(fault, key + "0") == [None]
+    assert res.done["bytes_fetched"] == len(fimg)
+
+
+def test_plain_range_resume_with_bad_prefix_starts_over_once(fault, fimg, part, key):
+    n = 700000
+    part.write_bytes(b"\xff" * n)
+    res = run_fetch(fault.url("img", key=key, no_validators=1), part, "--offset", n, "--sha256", sha256(fimg))
+    assert_ok(res, fimg, part)
+    assert ranges(fault, key) == ["bytes=%d-" % n, None]
+    assert res.done["bytes_fetched"] == len(fimg) - n + len(fimg)
+    assert "fetching it whole again" in res.stderr
+    # Once: a server whose file never matches the hash is not fetched a third time.
+    part.write_bytes(b"\xff" * n)
+    res = run_fetch(fault.url("img", key=key + "0", no_validators=1, wrong=1), part, "--offset", n,
+                    "--sha256", sha256(fimg))
+    assert_fail(res, EBADMSG, "SHA-256 mismatch")
+    assert ranges(fault, key + "0") == ["bytes=%d-" % n, None]
+
+
+@pytest.mark.parametrize("validators", ["none", "etag"])
+def test_206_with_another_total_starts_over(fault, fimg, part, key, validators):
+    """The 206's Content-Range total must be the size the 200 declared."""
+    faults = dict(drop=300000, drops=1, bad_total=1)
+    if validators == "none":
+        faults["no_validators"] = 1
+    res = run_fetch(fault.url("img", key=key, **faults), part, "--sha256", sha256(fimg), "--retry-delay-ms", 50)
+    assert_ok(res, fimg, part)
+    assert ranges(fault, key) == [None, "bytes=300000-", None]
+
+
+# ---------------------------------------------------------------- bounded retries (review item 4)
+
+
+def test_server_cutting_every_response_ends_within_the_retries(fault, part, key):
+    """Content-Length larger than the body, no validators: each attempt starts
+    over from byte 0 and brings 2 MiB, which used to renew the retry budget
+    forever (111 requests, 333 MiB in 60 s). Only progress past the best
+    offset reached renews it: 3 attempts with --retries 2, then the end."""
+    res = run_fetch(fault.url("big", key=key, short=2 * MiB, no_validators=1), part, "--retries", 2,
+                    "--retry-delay-ms", 50, timeout=30)
+    assert_fail(res, ECONNRESET, "gave up after 3 attempts: connection lost")
+    assert len(fault.requests(key)) == 3
+    assert res.done["bytes_fetched"] == 3 * 2 * MiB
+    assert res.elapsed < 10, res
+    # The running total, saved before each wait, is what a restarted daemon continues counting from.
+    totals = [c["bytes_fetched"] for c in res.of("checkpoint")]
+    assert totals == sorted(totals) and {2 * MiB, 4 * MiB} <= set(totals), res
+
+
+def test_bytes_fetched_for_one_job_are_capped(fault, part, key):
+    """A server that lets each attempt get 1 MiB further than the last (so
+    each one renews the retries) but always from byte 0: the job stops at
+    3 x the declared size + 1 MiB instead of fetching 78 MiB for 12."""
+    res = run_fetch(fault.url("big", key=key, short=MiB, short_grow=1, no_validators=1), part, "--retries", 2,
+                    "--retry-delay-ms", 50, timeout=60)
+    assert_fail(res, EDQUOT, "gave up: fetched 37.0 MiB for an image of 12.0 MiB")
+    assert res.done["bytes_fetched"] <= 3 * 12 * MiB + MiB
+    assert len(fault.requests(key)) <= 9
+    assert res.elapsed < 20, res
+
+
+def test_bytes_fetched_cap_holds_across_restarts(fault, part, key):
+    big = fault.images["big"]
+    # Already fetched the whole allowance in earlier runs, SIZE known: not one more request.
+    res = run_fetch(fault.url("big", key=key), part, "--size", len(big), "--bytes-fetched", 3 * len(big) + MiB)
+    assert_fail(res, EDQUOT, "gave up: fetched 37.0 MiB for an image of 12.0 MiB")
+    assert fault.requests(key) == [] and res.done["bytes_fetched"] == 0
+    # No SIZE: the allowance follows the server's declared size once it is known.
+    res = run_fetch(fault.url("big", key=key + "0"), part, "--bytes-fetched", 36 * MiB, "--retries", 3)
+    assert_fail(res, EDQUOT, "for an image of 12.0 MiB")
+    assert res.done["bytes_fetched"] <= MiB
+    assert len(fault.requests(key + "0")) == 1
+    # No size known at all: 3 x max_image_size.
+    res = run_fetch(fault.url("big", key=key + "1"), part, "--max-size", 16 * MiB, "--bytes-fetched", 49 * MiB)
+    assert_fail(res, EDQUOT, "gave up: fetched 49.0 MiB for an image of at most 16.0 MiB")
+    assert fault.requests(key + "1") == []
+    # Positive control: below the allowance the same download completes, and counts on from there.
+    res = run_fetch(fault.url("big", key=key + "2"), part, "--bytes-fetched", 20 * MiB)
+    assert_ok(res, big, part)
+    assert res.of("checkpoint")[-1]["bytes_fetched"] <= 20 * MiB + len(big)
 
 
 # ---------------------------------------------------------------- cancellation

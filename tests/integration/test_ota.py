@@ -16,6 +16,7 @@ import signal
 import pytest
 
 from daemon import REPO
+from faultserver import FaultServer
 from nginx import NGINX, Nginx
 from test_registration import remember_children, traced
 
@@ -776,6 +777,47 @@ def test_kill9_while_installing_reruns_the_hook(device, nginx, www, platform):
     assert [c.split()[0] for c in dv.hook_calls()].count("install") == 2
     wait_until(lambda: dv.files() == [], 5, "the image to be deleted")
     assert len(gets(nginx, "fw.img")) == 1
+
+
+# -- servers that misbehave (the download engine's review items 4 and 7) --------
+
+@pytest.fixture
+def faults():
+    with FaultServer({"fw.img": os.urandom(12 * MiB)}) as s:
+        yield s
+
+
+def test_http_204_without_hash_fails_and_the_hook_never_runs(device, faults, platform):
+    """An empty 204 used to end as a "downloaded" empty image, handed to the
+    hook when the command had no hash. Only a 200 (or our 206) is an image."""
+    dv = device(faults).start()
+    cmd_id, mark = dv.send(faults.url("fw.img", key="204", status=204), "2.0.1")
+    assert platform.wait_for_receipt("D1", cmd_id, since=mark).get("BACK") == "OK"
+    failed = dv.wait_state(cmd_id, "FAILED", since=mark)
+    assert failed.get("REASON") == "HTTP 204: not an image", failed
+    platform.wait_for_report("D1", OLD, since=mark)
+    assert dv.hook_calls() == []
+    assert dv.slot.read_bytes() == b"old slot"
+    assert dv.job().get("phase") == "failed"
+    wait_until(lambda: dv.files() == [], 5, "the .part to be deleted (%r)" % dv.files())
+    assert len(faults.requests("204")) == 1
+
+
+def test_server_cutting_every_response_ends_the_job(device, faults, platform):
+    """Content-Length larger than the body and no validators: every attempt
+    starts over and brings 2 MiB. The job must end after ota.retries more
+    attempts, not download forever; the journal counts the bytes fetched."""
+    dv = device(faults, config={"ota.retries": 2}).start()
+    cmd_id, mark = dv.send(faults.url("fw.img", key="short", short=2 * MiB, no_validators=1), "2.0.1")
+    assert platform.wait_for_receipt("D1", cmd_id, since=mark).get("BACK") == "OK"
+    failed = dv.wait_state(cmd_id, "FAILED", since=mark, timeout=30)
+    assert failed.get("REASON") == "gave up after 3 attempts: connection lost", failed
+    platform.wait_for_report("D1", OLD, since=mark)
+    time.sleep(1)
+    assert len(faults.requests("short")) == 3
+    assert dv.hook_calls() == []
+    job = dv.job()
+    assert job.get("phase") == "failed" and job.get("fetched", 0) >= 4 * MiB, job
 
 
 # -- memory: a 1 GiB image in constant memory ----------------------------------

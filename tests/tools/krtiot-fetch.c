@@ -111,7 +111,7 @@ static void on_checkpoint(Download *d, const DownloadCheckpoint *c, void *userda
         print_json_string(c->etag);
         printf(",\"last_modified\":");
         print_json_string(c->last_modified);
-        printf("}\n");
+        printf(",\"bytes_fetched\":%" PRIu64 "}\n", c->bytes_fetched);
         fflush(stdout);
         if (c->offset >= f->cancel_after)
                 fetch_cancel(f, "checkpoint");
@@ -147,6 +147,7 @@ static void help(void)
 {
         printf("Usage: krtiot-fetch [OPTIONS] URL PARTFILE\n"
                "  --offset N --etag E --last-modified L   resume state\n"
+               "  --bytes-fetched N     bytes fetched for this job by earlier runs\n"
                "  --size N --md5 HEX --sha256 HEX          expectations\n"
                "  --max-size N --rate-limit BYTES/S --stall-timeout S --connect-timeout S\n"
                "  --retries N --retry-delay-ms N --retry-max-ms N --max-redirects N --ca-file F\n"
@@ -174,6 +175,7 @@ int main(int argc, char *argv[])
                 ARG_OFFSET = 0x100,
                 ARG_ETAG,
                 ARG_LAST_MODIFIED,
+                ARG_BYTES_FETCHED,
                 ARG_SIZE,
                 ARG_MD5,
                 ARG_SHA256,
@@ -194,6 +196,7 @@ int main(int argc, char *argv[])
                 {"offset", required_argument, NULL, ARG_OFFSET},
                 {"etag", required_argument, NULL, ARG_ETAG},
                 {"last-modified", required_argument, NULL, ARG_LAST_MODIFIED},
+                {"bytes-fetched", required_argument, NULL, ARG_BYTES_FETCHED},
                 {"size", required_argument, NULL, ARG_SIZE},
                 {"md5", required_argument, NULL, ARG_MD5},
                 {"sha256", required_argument, NULL, ARG_SHA256},
@@ -253,6 +256,9 @@ int main(int argc, char *argv[])
                         switch (c) {
                         case ARG_OFFSET:
                                 p.resume_offset = v;
+                                break;
+                        case ARG_BYTES_FETCHED:
+                                p.bytes_fetched = v;
                                 break;
                         case ARG_SIZE:
                                 p.expected_size = v;

@@ -100,6 +100,7 @@ static Job *full_job(void)
         j->size = UINT64_C(1) << 50; /* the largest ota.max_image_size */
         j->phase = JOB_INSTALLING;
         j->offset = (UINT64_C(1) << 50) - 1;
+        j->fetched = 3 * (UINT64_C(1) << 50) + 1024 * 1024; /* the download's cap for the largest image */
         j->etag = strdup("\"5f3a-1c\"");
         j->last_modified = strdup("Wed, 21 Oct 2015 07:28:00 GMT");
         j->reason = strdup("the install hook failed with exit status 3");
@@ -114,7 +115,8 @@ static bool job_equal(const Job *a, const Job *b)
 #define SAME(f) ((a->f == NULL && b->f == NULL) || (a->f && b->f && strcmp(a->f, b->f) == 0))
         return strcmp(a->key, b->key) == 0 && SAME(id) && SAME(url) && SAME(target) && SAME(old_version) &&
                SAME(md5) && SAME(sha256) && a->size == b->size && a->phase == b->phase &&
-               a->offset == b->offset && SAME(etag) && SAME(last_modified) && SAME(reason);
+               a->offset == b->offset && a->fetched == b->fetched && SAME(etag) && SAME(last_modified) &&
+               SAME(reason);
 #undef SAME
 }
 
@@ -151,6 +153,7 @@ static void test_round_trip(void)
                 is_str(loaded->job->url, saved->job->url, "  the URL that needs escaping, byte for byte");
                 ok(loaded->job->size == UINT64_C(1) << 50, "  size 2^50");
                 ok(loaded->job->offset == (UINT64_C(1) << 50) - 1, "  offset 2^50-1");
+                ok(loaded->job->fetched == 3 * (UINT64_C(1) << 50) + 1024 * 1024, "  fetched 3 * 2^50 + 1 MiB");
                 is_int(loaded->job->phase, JOB_INSTALLING, "  phase");
         }
         is_int(loaded->n_failed, 2, "  two failed entries");
@@ -388,6 +391,22 @@ static void test_bad_content(void)
         LOAD(JOB(",\"offset\":9007199254740992"), 0, "offset 2^53 is the largest accepted");
         LOAD(JOB(",\"offset\":9007199254740993"), -EBADMSG, "offset 2^53 + 1 is refused");
         LOAD(JOB(",\"offset\":\"5\""), -EBADMSG, "offset is a string");
+        {
+                /* "fetched" came later: a journal without it is a job that fetched nothing yet. */
+                static const char old[] = JOB(",\"offset\":5");
+                Journal *j = NULL;
+
+                is_int(journal_parse(old, sizeof(old) - 1, &j), 0, "a journal without fetched loads");
+                ok(j && j->job && j->job->offset == 5 && j->job->fetched == 0, "  with fetched 0");
+                journal_free(j);
+        }
+        LOAD(JOB(",\"fetched\":7340032"), 0, "fetched is a number");
+        LOAD(JOB(",\"fetched\":-1"), -EBADMSG, "fetched is negative");
+        LOAD(JOB(",\"fetched\":\"5\""), -EBADMSG, "fetched is a string");
+        LOAD(JOB(",\"fetched\":1.5"), -EBADMSG, "fetched is a double");
+        LOAD(JOB(",\"fetched\":null"), -EBADMSG, "fetched is null");
+        LOAD(JOB(",\"fetched\":true"), -EBADMSG, "fetched is a boolean");
+        LOAD(JOB(",\"fetched\":9007199254740993"), -EBADMSG, "fetched 2^53 + 1 is refused");
         LOAD(JOB(",\"phase\":3"), -EBADMSG, "phase is a number");
         LOAD(JOB(",\"phase\":\"paused\""), -EBADMSG, "an unknown phase");
         LOAD(JOB(",\"phase\":\"Done\""), -EBADMSG, "a phase in the wrong case");
@@ -518,6 +537,7 @@ static void test_out_of_range(void)
                 JOB(",\"offset\":18446744073709551615"),
                 JOB(",\"offset\":18446744073709551616"),
                 JOB(",\"size\":99999999999999999999999999"),
+                JOB(",\"fetched\":18446744073709551615"),
         };
 
         for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
@@ -526,7 +546,7 @@ static void test_out_of_range(void)
                 int r = journal_parse(cases[i], strlen(cases[i]), &j);
 
                 snprintf(name, sizeof(name), "%s above INT64_MAX is -EBADMSG (got %d%s)",
-                         i == 0 || i == 3 ? "size" : "offset", r,
+                         i == 0 || i == 3 ? "size" : i == 4 ? "fetched" : "offset", r,
                          r == 0 && j && j->job ? ", clamped to INT64_MAX" : "");
                 ok(r == -EBADMSG, name);
                 journal_free(j);
