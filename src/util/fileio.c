@@ -4,7 +4,9 @@
  * a file durable: temporary file, fsync, rename, fsync of the directory, in
  * that order; a failure before the rename leaves no temporary file behind.
  * The readers never allocate more than their caller's limit, and they erase
- * what they drop on the way, because they also read secrets.
+ * what they drop on the way, because they also read secrets. They read
+ * regular files only, and never block in open(): a FIFO planted where a
+ * file should be must not hang the daemon before it can answer SIGTERM.
  */
 #include <fcntl.h>
 #include <limits.h>
@@ -151,27 +153,60 @@ static int buffer_grow(char **buf, size_t len, size_t new_size)
         return 0;
 }
 
-int read_file_limited(const char *path, size_t max, char **ret, size_t *ret_len)
+/* What a reader makes of ST: 0 for a regular file, else why it is refused. */
+static int stat_check_regular(const struct stat *st)
+{
+        if (S_ISREG(st->st_mode))
+                return 0;
+        if (S_ISDIR(st->st_mode))
+                return -EISDIR;
+        if (S_ISLNK(st->st_mode)) /* only seen when not following */
+                return -ELOOP;
+        return -EBADFD;
+}
+
+/*
+ * Opens DFD/PATH for reading if it is a regular file; NOFOLLOW refuses a
+ * symbolic link as its last component. Returns the fd or -errno.
+ */
+static int open_regular(int dfd, const char *path, bool nofollow)
 {
         _cleanup_close_ int fd = -1;
+        struct stat st;
+        int r;
+
+        /* Checked before open() too: opening a device can act by itself (a watchdog arms, a tape
+         * rewinds), and a FIFO would block without O_NONBLOCK. */
+        if (fstatat(dfd, path, &st, nofollow ? AT_SYMLINK_NOFOLLOW : 0) < 0)
+                return negative_errno();
+        r = stat_check_regular(&st);
+        if (r < 0)
+                return r;
+
+        /* O_NONBLOCK: it may have been swapped for a FIFO since; the fstat() below refuses that. */
+        fd = openat(dfd, path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | (nofollow ? O_NOFOLLOW : 0));
+        if (fd < 0)
+                return negative_errno();
+        if (fstat(fd, &st) < 0)
+                return negative_errno();
+        r = stat_check_regular(&st);
+        if (r < 0)
+                return r;
+
+        return TAKE_FD(fd);
+}
+
+/* Reads all of FD, a regular file, into a new buffer; see read_file_limited(). */
+static int read_fd_limited(int fd, size_t max, char **ret, size_t *ret_len)
+{
         char *buf = NULL;
         size_t size, len = 0;
         struct stat st;
         int r;
 
-        /* max + 1 must not overflow, and read() takes at most SSIZE_MAX. */
-        if (!path || !ret || max >= SSIZE_MAX)
-                return -EINVAL;
-
-        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-        if (fd < 0)
-                return negative_errno();
-
         if (fstat(fd, &st) < 0)
                 return negative_errno();
-        if (S_ISDIR(st.st_mode))
-                return -EISDIR;
-        if (S_ISREG(st.st_mode) && (uint64_t)st.st_size > max)
+        if ((uint64_t)st.st_size > max)
                 return -EFBIG;
 
         /*
@@ -179,7 +214,7 @@ int read_file_limited(const char *path, size_t max, char **ret, size_t *ret_len)
          * the file may grow meanwhile); reading one byte past MAX is what tells
          * a file that is too big.
          */
-        size = (S_ISREG(st.st_mode) && st.st_size > 0 ? (size_t)st.st_size : MIN(max, (size_t)4095)) + 1;
+        size = (st.st_size > 0 ? (size_t)st.st_size : MIN(max, (size_t)4095)) + 1;
         buf = malloc(size);
         if (!buf)
                 return -ENOMEM;
@@ -221,6 +256,51 @@ fail:
         explicit_bzero(buf, len);
         free(buf);
         return r;
+}
+
+int read_file_limited(const char *path, size_t max, char **ret, size_t *ret_len)
+{
+        _cleanup_close_ int fd = -1;
+
+        /* max + 1 must not overflow, and read() takes at most SSIZE_MAX. */
+        if (!path || !ret || max >= SSIZE_MAX)
+                return -EINVAL;
+
+        fd = open_regular(AT_FDCWD, path, false);
+        if (fd < 0)
+                return fd;
+        return read_fd_limited(fd, max, ret, ret_len);
+}
+
+int read_state_file(const char *dir, const char *name, size_t max, char **ret, size_t *ret_len)
+{
+        _cleanup_close_ int dfd = -1, fd = -1;
+
+        if (!dir || !filename_valid(name) || !ret || max >= SSIZE_MAX)
+                return -EINVAL;
+
+        dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd < 0)
+                return negative_errno();
+        fd = open_regular(dfd, name, true);
+        if (fd < 0)
+                return fd;
+        return read_fd_limited(fd, max, ret, ret_len);
+}
+
+const char *read_error_message(int error)
+{
+        error = error < 0 ? -error : error;
+
+        switch (error) {
+        case EBADFD:
+                return "not a regular file";
+        case ELOOP:
+                /* The same code for a refused link and for a loop of links. */
+                return "a symbolic link (not allowed here), or a loop of them";
+        default:
+                return strerror(error);
+        }
 }
 
 int read_one_line_file(const char *path, char **ret)
