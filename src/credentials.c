@@ -59,23 +59,6 @@ static void json_erase_string(json_object *o, const char *key)
                 explicit_bzero((char *)json_object_get_string(v), (size_t)json_object_get_string_len(v));
 }
 
-static int credentials_path(const char *state_dir, char **ret)
-{
-        size_t n;
-        char *p;
-
-        if (!state_dir || !*state_dir)
-                return -EINVAL;
-
-        n = strlen(state_dir) + 1 + strlen(CREDENTIALS_FILE) + 1;
-        p = malloc(n);
-        if (!p)
-                return -ENOMEM;
-        (void)snprintf(p, n, "%s/%s", state_dir, CREDENTIALS_FILE);
-        *ret = p;
-        return 0;
-}
-
 /* A non-empty string without an embedded NUL, copied; -EBADMSG otherwise. */
 static int json_get_nonempty_string(json_object *o, const char *key, char **ret)
 {
@@ -127,17 +110,13 @@ int credentials_load(const char *state_dir, Credentials **ret)
         _cleanup_(json_tokener_erase_and_freep) json_tokener *tok = NULL;
         _cleanup_(json_object_putp) json_object *root = NULL;
         _cleanup_(secret_buf_done) SecretBuf text = {};
-        _cleanup_free_ char *path = NULL;
         int r;
 
-        if (!ret)
+        if (!ret || !state_dir || !*state_dir)
                 return -EINVAL;
 
-        r = credentials_path(state_dir, &path);
-        if (r < 0)
-                return r;
-
-        r = read_file_limited(path, CREDENTIALS_MAX_SIZE, &text.data, &text.len);
+        /* Not through a link: one planted here must not hand us another file's "secret". */
+        r = read_state_file(state_dir, CREDENTIALS_FILE, CREDENTIALS_MAX_SIZE, &text.data, &text.len);
         if (r < 0)
                 return r;
 

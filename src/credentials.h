@@ -18,7 +18,10 @@ typedef struct Credentials {
 /*
  * Loads the store. Returns 0 and a new object, -ENOENT when there is none,
  * -EBADMSG when the file is corrupt or truncated (callers treat that as
- * absent, and say so), or another -errno when it cannot be read.
+ * absent, and say so), or another -errno when it cannot be read: -ELOOP
+ * when it is a symbolic link, -EBADFD when it is not a regular file (a
+ * FIFO), as read_state_file() (read_error_message() has the words). On
+ * failure *ret is untouched.
  */
 int credentials_load(const char *state_dir, Credentials **ret);
 
