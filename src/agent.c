@@ -29,6 +29,7 @@
 #include "ota.h"
 #include "protocol.h"
 #include "registration.h"
+#include "util/fileio.h"
 #include "util/macro.h"
 #include "util/random-id.h"
 #include "version.h"
@@ -128,8 +129,8 @@ static void agent_publish_report(Agent *a, const char *fw)
 
         r = version_read_hw(a->config, &hw);
         if (r < 0)
-                log_error_errno(r, "Cannot read the hardware version from %s: %m. Reporting \"%s\".",
-                                a->config->hw_version_file, VERSION_UNKNOWN);
+                log_error_errno(r, "Cannot read the hardware version from %s: %s. Reporting \"%s\".",
+                                a->config->hw_version_file, read_error_message(r), VERSION_UNKNOWN);
 
         r = random_id(id);
         if (r >= 0)
@@ -204,8 +205,8 @@ static void agent_report(Agent *a)
 
         r = version_read_fw(a->config, &fw);
         if (r < 0)
-                log_error_errno(r, "Cannot read the firmware version from %s: %m. Reporting \"%s\".",
-                                a->config->fw_version_file, VERSION_UNKNOWN);
+                log_error_errno(r, "Cannot read the firmware version from %s: %s. Reporting \"%s\".",
+                                a->config->fw_version_file, read_error_message(r), VERSION_UNKNOWN);
         agent_publish_report(a, fw);
 }
 
@@ -452,8 +453,8 @@ static void agent_start_session(Agent *a)
                 log_warning("%s/%s is corrupt or truncated; ignoring it and registering again.",
                             a->config->state_dir, CREDENTIALS_FILE);
         else if (r < 0)
-                log_error_errno(r, "Cannot read %s/%s: %m. Registering with the product secret.",
-                                a->config->state_dir, CREDENTIALS_FILE);
+                log_error_errno(r, "Cannot read %s/%s: %s. Registering with the product secret.",
+                                a->config->state_dir, CREDENTIALS_FILE, read_error_message(r));
         else if (!credentials_match(c, a->config->product_id, a->config->device_id)) {
                 log_notice("The stored device secret belongs to product %s, device %s, not to this "
                            "configuration (%s, %s): registering again.",

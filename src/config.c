@@ -478,7 +478,7 @@ static void config_report_read_error(const char *path, int r, FILE *errors)
         else if (r == -EBADMSG)
                 fprintf(errors, "%s: cannot read: not a text file (contains a NUL byte)\n", path);
         else
-                fprintf(errors, "%s: cannot read: %s\n", path, strerror(-r));
+                fprintf(errors, "%s: cannot read: %s\n", path, read_error_message(r));
         fflush(errors);
 }
 
@@ -854,7 +854,7 @@ static void loader_read_secret_file(Loader *l)
 
         r = read_one_line_file(path, &secret);
         if (r < 0) {
-                loader_error(l, s, key, "cannot read %s: %s", path, strerror(-r));
+                loader_error(l, s, key, "cannot read %s: %s", path, read_error_message(r));
                 return;
         }
         if (!*secret) {
@@ -972,7 +972,7 @@ static void loader_device_id_from(Loader *l)
 
         r = read_one_line_file(path, &id);
         if (r < 0) {
-                loader_error(l, s, key, "cannot read %s: %s", path, strerror(-r));
+                loader_error(l, s, key, "cannot read %s: %s", path, read_error_message(r));
                 return;
         }
         if (!id_normalize(source, id)) {

@@ -403,3 +403,94 @@ def test_unique_client_ids_coexist(krtiotd, platform, broker):
     assert "already connected" not in broker.log_text()
     assert not _takeover_logged([d1, d2])
     assert re.search(r" as P1-D1 ", broker.log_text()) and re.search(r" as P1-D2 ", broker.log_text())
+
+
+# -- files that are not regular files ------------------------------------------------
+#
+# open() of a FIFO blocks until a writer comes: before READY=1, where SIGTERM
+# is not watched yet, that was a daemon hung for good. Every file the daemon
+# reads is opened without blocking and must be a regular file.
+
+def assert_stops_quickly(d, timeout=5):
+    """SIGTERM is obeyed within TIMEOUT seconds, exit status 0."""
+    d.signal(signal.SIGTERM)
+    try:
+        rc = d.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise AssertionError("krtiotd did not stop within %ss of SIGTERM (hung?); log:\n%s"
+                             % (timeout, d.log_tail())) from None
+    assert rc == 0, d.log_tail()
+
+
+def test_fifo_as_credentials_does_not_hang(krtiotd, platform, notify_socket):
+    platform.enable_registration("P1", "product-secret-fifo", devices=["D1"])
+    d = krtiotd(seed=False, start=False, product_secret="product-secret-fifo")
+    os.mkfifo(d.credentials_path, 0o600)
+    d.start()
+    d.wait_log(r"Cannot read %s: not a regular file\. Registering with the product secret\."
+               % re.escape(d.credentials_path), timeout=10)
+    notify_socket.wait_for("READY=1", timeout=10, pid=d.pid)
+    # It goes on: it registers, and the secret replaces the FIFO (rename).
+    platform.wait_registration_event("D1", "password-changed", timeout=30)
+    platform.wait_for_report("D1", timeout=30)
+    assert_stops_quickly(d)
+    assert d.read_credentials()["device_secret"] == platform.issued_secret("D1")
+
+
+def test_symlink_as_credentials_is_refused(krtiotd, platform, tmp_path):
+    """A link planted in the state directory is not followed, even to a
+    well-formed store: the daemon registers instead of logging in with it."""
+    d = krtiotd(start=False)  # seeds, and provisions D1 with that secret
+    elsewhere = tmp_path / "elsewhere.json"
+    os.replace(d.credentials_path, elsewhere)
+    os.symlink(elsewhere, d.credentials_path)
+    before = elsewhere.read_bytes()
+    d.start()
+    d.wait_log(r"Cannot read %s: a symbolic link \(not allowed here\), or a loop of them\. "
+               r"Registering with the product secret\." % re.escape(d.credentials_path), timeout=10)
+    assert d.running()
+    assert_stops_quickly(d)
+    assert elsewhere.read_bytes() == before
+
+
+def test_fifo_as_fw_version_file_does_not_hang(krtiotd, platform, notify_socket):
+    d = krtiotd(start=False)
+    os.unlink(d.fw_version_path)
+    os.mkfifo(d.fw_version_path, 0o600)
+    d.start()
+    notify_socket.wait_for("READY=1", timeout=10, pid=d.pid)
+    m = platform.wait_for_report("D1", timeout=20)
+    assert m.json["FW_VERSION"] == "unknown", m.json
+    d.wait_log(r"Cannot read the firmware version from %s: not a regular file"
+               % re.escape(d.fw_version_path), timeout=5)
+    assert_stops_quickly(d)
+
+
+def test_fifo_as_config_file_exits_78(krtiotd, notify_socket):
+    d = krtiotd(start=False)
+    os.unlink(d.conf_path)
+    os.mkfifo(d.conf_path, 0o600)
+    check = d.run("--check-config", timeout=10)
+    assert check.returncode == EX_CONFIG, check.stdout + check.stderr
+    assert "%s: cannot read: not a regular file" % d.conf_path in check.stderr, check.stderr
+    d.start()
+    try:
+        rc = d.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        raise AssertionError("krtiotd hangs on a FIFO as its config file; log:\n" + d.log_tail()) from None
+    assert rc == EX_CONFIG, d.log_tail()
+    assert "%s: cannot read: not a regular file" % d.conf_path in d.log_text()
+    assert notify_socket.count("READY=1") == 0
+
+
+def test_config_file_may_be_a_symlink(krtiotd, tmp_path):
+    """The positive control of the test above: integrators link the config
+    file (and version and ID files) from elsewhere; links are followed."""
+    d = krtiotd(start=False)
+    real = tmp_path / "real.conf"
+    os.replace(d.conf_path, real)
+    os.symlink(real, d.conf_path)
+    os.replace(d.fw_version_path, tmp_path / "fw_version.real")
+    os.symlink(tmp_path / "fw_version.real", d.fw_version_path)
+    r = d.run("--check-config")
+    assert r.returncode == 0, r.stdout + r.stderr
