@@ -29,10 +29,10 @@
 #include "log.h"
 #include "util/fileio.h"
 #include "util/macro.h"
+#include "util/strings.h"
 
 #define CLIENT_ID_MAX 128
 #define SECRET_MAX 4096
-#define VERSION_MAX 64
 #define IFNAME_MAX 15 /* IFNAMSIZ - 1 */
 #define MACHINE_ID_FILE "/etc/machine-id"
 #define ID_CHARS "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-"
@@ -323,18 +323,6 @@ static bool id_valid(const char *s)
         size_t n = strlen(s);
 
         return n >= 1 && n <= CONFIG_MAX_ID && strspn(s, ID_CHARS) == n;
-}
-
-static bool version_valid(const char *s)
-{
-        size_t n = strlen(s);
-
-        if (n < 1 || n > VERSION_MAX)
-                return false;
-        for (; *s; s++)
-                if (*s < 0x20 || *s > 0x7e)
-                        return false;
-        return true;
 }
 
 /* What the kernel accepts as an interface name, and nothing that could leave /sys/class/net. */
@@ -787,6 +775,11 @@ static const char *uri_parse(const char *uri, bool *ret_tls, const char **ret_ho
         else
                 return "must start with tcp:// or ssl://";
 
+        /* No '@' can be part of a host, an IPv6 literal or a port: it ends user info. */
+        if (strchr(p, '@'))
+                return "must not hold a user name or password (USER:PASSWORD@): the device logs in "
+                       "with its device ID and secret";
+
         if (*p == '[') {
                 host = p + 1;
                 n = strcspn(host, "]");
@@ -1006,11 +999,16 @@ static void loader_resolve_device_id(Loader *l)
         }
 }
 
+/*
+ * A literal version obeys the rule every other version source does: one
+ * that breaks it could never equal an OTA command's target (which is held
+ * to it), so every update would look failed.
+ */
 static void loader_check_version(Loader *l, KeyId k)
 {
-        if (!version_valid(*(char **)loader_field(l, k)))
-                loader_error(l, l->settings[k], config_known_keys[k], "must be 1..%d printable characters",
-                             VERSION_MAX);
+        if (!version_is_valid(*(char **)loader_field(l, k)))
+                loader_error(l, l->settings[k], config_known_keys[k],
+                             "must be " VERSION_RULE " other than \".\" and \"..\", as OTA targets are");
 }
 
 static void loader_check_versions(Loader *l)
@@ -1214,6 +1212,30 @@ static int config_find_include(const char *text)
         return 0;
 }
 
+/*
+ * The line (1-based) where a block comment opens that is never closed, or 0.
+ * libconfig 1.5 (Debian 12) takes such a comment to run to the end of the
+ * file without a word: everything after it would be silently ignored.
+ */
+static int config_find_unterminated_comment(const char *text)
+{
+        int line = 1;
+
+        for (const char *p = text; *p;) {
+                int base;
+                size_t len = lex_token(p, &base);
+
+                /* lex_token() runs an unclosed comment to the end of the text; a slash, a star and a
+                 * slash are three characters, not a closed comment. */
+                if (startswith(p, "/*") && (len < 4 || memcmp(p + len - 2, "*/", 2) != 0))
+                        return line;
+                for (size_t i = 0; i < len; i++)
+                        line += p[i] == '\n';
+                p += len;
+        }
+        return 0;
+}
+
 int config_load(const char *path, FILE *errors, Config **ret)
 {
         _cleanup_(loader_done) Loader l = { .path = path };
@@ -1235,6 +1257,16 @@ int config_load(const char *path, FILE *errors, Config **ret)
         if (r > 0) {
                 if (errors) {
                         fprintf(errors, "%s:%d: @include: not supported: put everything in this file\n", path, r);
+                        fflush(errors);
+                }
+                return -EINVAL;
+        }
+
+        r = config_find_unterminated_comment(text);
+        if (r > 0) {
+                if (errors) {
+                        fprintf(errors, "%s:%d: syntax error: /* comment is never closed: the rest of the file "
+                                "would be ignored\n", path, r);
                         fflush(errors);
                 }
                 return -EINVAL;

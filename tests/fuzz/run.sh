@@ -37,7 +37,7 @@ sources() {
         protocol) echo "src/protocol.c" ;;
         journal) echo "src/journal.c src/util/fileio.c src/util/random-id.c" ;;
         credentials) echo "src/credentials.c src/util/fileio.c src/util/random-id.c" ;;
-        config) echo "src/config.c src/log.c src/util/fileio.c src/util/random-id.c" ;;
+        config) echo "src/config.c src/log.c src/util/fileio.c src/util/random-id.c src/util/strings.c" ;;
         *) return 1 ;;
         esac
 }

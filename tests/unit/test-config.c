@@ -31,6 +31,10 @@
 #define MAN_PAGE TEST_DATA_DIR "/../../../man/krtiot.conf.5.scd"
 #define EXAMPLE TEST_DATA_DIR "/../../../conf/krtiot.conf"
 #define SECRET "NeverPrintMe-7f3a" /* the product.secret of the bad files */
+#define VERSION_MUST "must be 1-64 characters of 0-9A-Za-z._+~- other than \".\" and \"..\", as OTA targets are"
+#define USERINFO_MUST_NOT                                                                                    \
+        "must not hold a user name or password (USER:PASSWORD@): the device logs in with its device ID and "  \
+        "secret"
 
 static char tmpdir[] = "/tmp/test-config.XXXXXX";
 
@@ -392,8 +396,15 @@ static const struct {
         { "bad-device-id.conf", -EINVAL,
           "@F@:5: product.id: must be 1..64 characters of A-Z a-z 0-9 . _ : -\n"
           "@F@:9: device.id: must be 1..64 characters of A-Z a-z 0-9 . _ : -\n"
-          "@F@:10: device.hw_version: must be 1..64 printable characters\n"
-          "@F@:11: device.fw_version: must be 1..64 printable characters\n" },
+          "@F@:10: device.hw_version: " VERSION_MUST "\n"
+          "@F@:11: device.fw_version: " VERSION_MUST "\n" },
+        { "bad-version.conf", -EINVAL,
+          "@F@:11: device.hw_version: " VERSION_MUST "\n"
+          "@F@:12: device.fw_version: " VERSION_MUST "\n" },
+        /* Found by review: libconfig 1.5 took the rest of the file for a comment, silently. */
+        { "bad-comment.conf", -EINVAL,
+          "@F@:12: syntax error: /* comment is never closed: the rest of the file would be ignored\n" },
+        { "bad-uri-userinfo.conf", -EINVAL, "@F@:4: mqtt.uri: " USERINFO_MUST_NOT "\n" },
         { "bad-secret-empty.conf", -EINVAL, "@F@:6: product.secret_file: @D@/empty.secret is empty\n" },
         { "bad-three.conf", -EINVAL,
           "@F@:4: mqtt.keepalive: 1 is out of range 5..65535\n"
@@ -447,10 +458,12 @@ static void test_bad(void)
         ok(with_secret >= 15, "the secret check ran on most bad files");
 }
 
-/* Files a data directory cannot hold well: too big, binary, a directory. */
+/* Files a data directory cannot hold well: too big, binary, a directory, a FIFO, a link. */
 static void test_unreadable(void)
 {
-        _cleanup_free_ char *big = malloc(CONFIG_MAX_FILE_SIZE + 1), *big_path = NULL, *nul_path = NULL;
+        _cleanup_free_ char *big = malloc(CONFIG_MAX_FILE_SIZE + 1), *big_path = NULL, *nul_path = NULL,
+                            *fifo = NULL, *target = NULL, *link = NULL, *errors = NULL;
+        _cleanup_config_ Config *c = NULL;
         static const char nul[] = "mqtt = {\0};\n";
 
         if (!big)
@@ -465,6 +478,18 @@ static void test_unreadable(void)
                   "NUL byte");
 
         check_bad(tmpdir, -EISDIR, "@F@: cannot read: Is a directory\n", "a directory");
+
+        /* Nobody writes to it: opened blocking, this would hang (and the daemon with it). */
+        if (asprintf(&fifo, "%s/fifo.conf", tmpdir) < 0 || mkfifo(fifo, 0600) < 0)
+                abort();
+        check_bad(fifo, -EBADFD, "@F@: cannot read: not a regular file\n", "a FIFO");
+
+        /* Integrators link the file from elsewhere: followed. */
+        target = stage("good-minimal.conf");
+        if (asprintf(&link, "%s/link.conf", tmpdir) < 0 || symlink(target, link) < 0)
+                abort();
+        is_int(load(link, &errors, &c), 0, "a symbolic link to a good file loads");
+        is_str(errors, "", "  without a word");
 }
 
 /* ---- generated: URIs, client id templates, integer literals ---- */
@@ -491,7 +516,10 @@ static const struct {
         { "uri = \"tcp://[::1]x:1\";", "", "@F@:2: mqtt.uri: has text between the address and :PORT\n" },
         { "uri = \"tcp://[::1:1883\";", "", "@F@:2: mqtt.uri: has an unterminated [\n" },
         { "uri = \"tcp://[host]:1883\";", "", "@F@:2: mqtt.uri: has an invalid IPv6 address\n" },
-        { "uri = \"tcp://user@host:1883\";", "", "@F@:2: mqtt.uri: has an invalid host name\n" },
+        { "uri = \"tcp://user@host:1883\";", "", "@F@:2: mqtt.uri: " USERINFO_MUST_NOT "\n" },
+        /* Found by review: this was "port must be a number 1..65535". */
+        { "uri = \"tcp://user:pass@host:1883\";", "", "@F@:2: mqtt.uri: " USERINFO_MUST_NOT "\n" },
+        { "uri = \"ssl://user:pass@[::1]:8883\";", "", "@F@:2: mqtt.uri: " USERINFO_MUST_NOT "\n" },
         { "uri = \"tcp://:1883\";", "", "@F@:2: mqtt.uri: host is missing\n" },
         { "uri = \"tcp://host:\";", "", "@F@:2: mqtt.uri: port is missing\n" },
         { "uri = \"tcp://host:0\";", "", "@F@:2: mqtt.uri: port must be a number 1..65535\n" },
