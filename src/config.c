@@ -18,11 +18,13 @@
 #include <arpa/inet.h>
 #include <assert.h>
 #include <ctype.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <libconfig.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/stat.h>
 
 #include "build-config.h"
 #include "config.h"
@@ -1153,6 +1155,73 @@ static void loader_parse_reboot_command(Loader *l)
         l->config->ota_reboot_argv = argv;
 }
 
+/*
+ * Where a problem with K's value is reported: at K's line, or, when K is
+ * left at its default, at its group's (no line for a top-level key or a
+ * missing group). *ret_default says which, for the message.
+ */
+static const config_setting_t *loader_where(Loader *l, KeyId k, const char **ret_default)
+{
+        if (l->settings[k]) {
+                *ret_default = "";
+                return l->settings[k];
+        }
+        *ret_default = " (the default)";
+        return strchr(config_known_keys[k], '.') ? loader_parent(l, k) : NULL;
+}
+
+/*
+ * The hook must be there to run when an update comes, maybe months later:
+ * found now, a missing one is a configuration error, not a failed update.
+ * It is looked at (stat, access), never run. The default is checked too:
+ * it is what will be run.
+ */
+static void loader_check_hook(Loader *l)
+{
+        const char *hook = l->config->ota_hook, *key = config_known_keys[K_OTA_HOOK], *dflt;
+        const config_setting_t *s = loader_where(l, K_OTA_HOOK, &dflt);
+        struct stat st;
+
+        if (l->settings[K_OTA_HOOK] && !l->valid[K_OTA_HOOK])
+                return; /* not a string, or relative: reported */
+
+        if (stat(hook, &st) < 0) {
+                if (errno == ENOENT)
+                        loader_error(l, s, key, "%s%s does not exist", hook, dflt);
+                else
+                        loader_error(l, s, key, "%s%s: %s", hook, dflt, strerror(errno));
+        } else if (S_ISDIR(st.st_mode))
+                loader_error(l, s, key, "%s%s is a directory, not a program", hook, dflt);
+        else if (!S_ISREG(st.st_mode))
+                loader_error(l, s, key, "%s%s is not a regular file", hook, dflt);
+        else if (faccessat(AT_FDCWD, hook, X_OK, AT_EACCESS) < 0)
+                loader_error(l, s, key, "%s%s is not executable", hook, dflt);
+}
+
+/*
+ * The state directory must exist: the device secret is stored there, and
+ * finding it missing only when the platform issues the secret is too late.
+ * It is not created here: systemd's StateDirectory= makes it, with its mode.
+ */
+static void loader_check_state_dir(Loader *l)
+{
+        const char *dir = l->config->state_dir, *key = config_known_keys[K_STATE_DIR], *dflt;
+        const config_setting_t *s = loader_where(l, K_STATE_DIR, &dflt);
+        struct stat st;
+
+        if (l->settings[K_STATE_DIR] && !l->valid[K_STATE_DIR])
+                return; /* reported */
+
+        if (stat(dir, &st) < 0) {
+                if (errno == ENOENT)
+                        loader_error(l, s, key, "%s%s does not exist%s", dir, dflt,
+                                     *dflt ? " (krtiot.service's StateDirectory= creates it)" : "");
+                else
+                        loader_error(l, s, key, "%s%s: %s", dir, dflt, strerror(errno));
+        } else if (!S_ISDIR(st.st_mode))
+                loader_error(l, s, key, "%s%s is not a directory", dir, dflt);
+}
+
 static void loader_default_download_dir(Loader *l)
 {
         Config *c = l->config;
@@ -1177,6 +1246,8 @@ static void loader_resolve(Loader *l)
         loader_expand_client_id(l);
         loader_parse_log_level(l);
         loader_parse_reboot_command(l);
+        loader_check_state_dir(l);
+        loader_check_hook(l);
         loader_default_download_dir(l);
 }
 

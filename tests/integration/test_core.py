@@ -316,6 +316,38 @@ def test_check_config(krtiotd):
     assert d.conf_path in broken.stdout + broken.stderr
 
 
+def test_check_config_finds_what_would_fail_later(krtiotd):
+    """A hook that cannot run, a missing state directory, a version no OTA
+    target can equal, user info in the broker URI: each would only show
+    when an update, a registration or a login came. All reported at once."""
+    d = krtiotd(start=False)
+    good = d.run("--check-config")
+    assert good.returncode == 0, good.stdout + good.stderr   # the control
+    not_executable = os.path.join(d.dir, "not-executable")
+    with open(not_executable, "w") as f:
+        f.write("#!/bin/sh\n")
+    d.write_config({"ota.hook": not_executable, "state_dir": os.path.join(d.dir, "no-such-dir"),
+                    "device.fw_version_file": None, "device.fw_version": "2.0 beta",
+                    "mqtt.uri": "tcp://D1:pw-4d2f9a@127.0.0.1:1883"})
+    bad = d.run("--check-config")
+    assert bad.returncode == EX_CONFIG, bad.stdout + bad.stderr
+    for key, what in (("ota.hook", "is not executable"), ("state_dir", "does not exist"),
+                      ("device.fw_version", "must be 1-64 characters"),
+                      ("mqtt.uri", "must not hold a user name or password")):
+        assert_names_key(bad.stderr, d.conf_path, key, d.config_lines[key])
+        assert re.search(r":%d: %s: .*%s" % (d.config_lines[key], re.escape(key), re.escape(what)),
+                         bad.stderr), bad.stderr
+    assert "pw-4d2f9a" not in bad.stderr
+
+    d.write_config(replace=True)
+    d.write_config_text(d.config_text().replace("report = {", "/* report = {"))
+    line = d.config_text().splitlines().index("/* report = {") + 1
+    unclosed = d.run("--check-config")
+    assert unclosed.returncode == EX_CONFIG, unclosed.stdout + unclosed.stderr
+    assert "%s:%d: syntax error: /* comment is never closed" % (d.conf_path, line) in unclosed.stderr, \
+        unclosed.stderr
+
+
 def test_version_and_help(krtiotd_binary):
     def run(*args):
         return subprocess.run([krtiotd_binary] + list(args), stdin=subprocess.DEVNULL,
