@@ -3,7 +3,8 @@
  * credentials.c: the store round-trips, is private (0600) and compact, and
  * everything that is not exactly what it writes (truncated at any byte,
  * garbage, a field missing, extra or of the wrong type, too big) is refused
- * with the code the caller relies on.
+ * with the code the caller relies on, leaving *ret untouched; a link or a
+ * FIFO as the store is refused.
  */
 #include <dirent.h>
 #include <fcntl.h>
@@ -28,25 +29,29 @@ static void put(const char *content, size_t len)
         close(fd);
 }
 
+/* Not a real object: credentials_load() must leave *ret pointing here when it fails. */
+static Credentials sentinel;
+
 /*
  * Writes LEN bytes of CONTENT as the store and loads it: expects ERR, and on
  * failure *ret untouched; on success (ERR 0) a complete object.
  */
 static void load_expect(const char *content, size_t len, int err, const char *name)
 {
-        static Credentials sentinel;
         Credentials *c = &sentinel;
         int r;
 
         put(content, len);
         r = credentials_load(dir, &c);
         is_int(r, err, name);
-        if (r == 0 && c != &sentinel) {
-                if (!c->product_id || !c->device_id || !c->device_secret)
-                        printf("#   a field is missing\n");
-                c = credentials_free(c);
-        } else if (r < 0 && c != &sentinel)
-                printf("#   *ret was changed on failure\n");
+        if (r < 0) {
+                ok(c == &sentinel, "  *ret untouched on failure");
+                return;
+        }
+        ok(c != &sentinel && c && c->product_id && c->device_id && c->device_secret,
+           "  a new object with all three fields");
+        if (c != &sentinel)
+                credentials_free(c);
 }
 
 #define LOAD_FAILS(lit, err, name) load_expect(lit, sizeof(lit) - 1, err, name)
@@ -142,18 +147,19 @@ static void test_corrupt(void)
 
         /* A crash cannot tear our writes, but a copied or hand-edited file can be cut anywhere. */
         for (size_t cut = 0; cut < len; cut++) {
-                Credentials *c = NULL;
+                Credentials *c = &sentinel;
                 int r;
 
                 put(good, cut);
                 r = credentials_load(dir, &c);
-                if (r != -EBADMSG || c) {
-                        printf("#   cut at %zu: %d\n", cut, r);
+                if (r != -EBADMSG || c != &sentinel) {
+                        printf("#   cut at %zu: %d, *ret %s\n", cut, r, c == &sentinel ? "untouched" : "changed");
                         all = false;
                 }
-                c = credentials_free(c);
+                if (c != &sentinel)
+                        credentials_free(c);
         }
-        ok(all, "the file cut at every byte is -EBADMSG");
+        ok(all, "the file cut at every byte is -EBADMSG, *ret untouched");
 
         /* Sanity: the same helper with the whole text succeeds, so the failures are the cut. */
         load_expect(good, len, 0, "the uncut file loads");
@@ -196,19 +202,48 @@ static void test_corrupt(void)
 
 static void test_missing(void)
 {
-        Credentials *c = NULL;
+        Credentials *c = &sentinel;
         char missing[128];
 
         if (unlink(path) < 0)
                 abort();
         is_int(credentials_load(dir, &c), -ENOENT, "no file is -ENOENT");
-        ok(c == NULL, "  and returns nothing");
+        ok(c == &sentinel, "  and leaves *ret untouched");
 
         snprintf(missing, sizeof(missing), "%s/nope", dir);
         is_int(credentials_load(missing, &c), -ENOENT, "a missing state directory is -ENOENT");
         is_int(credentials_store(missing, "P", "D", "s"), -ENOENT,
                "storing into a missing directory is -ENOENT");
         ok(access(missing, F_OK) < 0, "  and does not create it");
+}
+
+static mode_t file_mode(const char *p)
+{
+        struct stat st;
+
+        return lstat(p, &st) < 0 ? (mode_t)-1 : st.st_mode & 07777;
+}
+
+/* A link or a FIFO planted as the store: refused, never followed, never waited on. */
+static void test_not_regular(void)
+{
+        char elsewhere[160];
+        Credentials *c = &sentinel;
+
+        snprintf(elsewhere, sizeof(elsewhere), "%s.elsewhere", dir);
+        (void)unlink(path);
+        if (credentials_store(dir, "P1", "D1", "planted") < 0 || rename(path, elsewhere) < 0 ||
+            chmod(elsewhere, 0644) < 0 || symlink(elsewhere, path) < 0)
+                abort();
+        is_int(credentials_load(dir, &c), -ELOOP, "a symbolic link as the store is -ELOOP");
+        ok(c == &sentinel, "  *ret untouched");
+        is_int(file_mode(elsewhere), 0644, "  and the file it points to keeps its mode");
+        if (unlink(path) < 0 || unlink(elsewhere) < 0 || mkfifo(path, 0600) < 0)
+                abort();
+        is_int(credentials_load(dir, &c), -EBADFD, "a FIFO as the store is -EBADFD, without blocking");
+        ok(c == &sentinel, "  *ret untouched");
+        if (unlink(path) < 0)
+                abort();
 }
 
 static void test_match(void)
@@ -238,6 +273,7 @@ int main(void)
         test_replace();
         test_corrupt();
         test_missing();
+        test_not_regular();
         test_match();
 
         if (tap_failed == 0)
