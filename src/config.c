@@ -1336,8 +1336,10 @@ int config_load(const char *path, FILE *errors, Config **ret)
         r = config_find_unterminated_comment(text);
         if (r > 0) {
                 if (errors) {
-                        fprintf(errors, "%s:%d: syntax error: /* comment is never closed: the rest of the file "
-                                "would be ignored\n", path, r);
+                        fprintf(errors,
+                                "%s:%d: syntax error: /* comment is never closed: the rest of the file "
+                                "would be ignored\n",
+                                path, r);
                         fflush(errors);
                 }
                 return -EINVAL;

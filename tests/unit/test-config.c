@@ -31,10 +31,11 @@
 #define MAN_PAGE TEST_DATA_DIR "/../../../man/krtiot.conf.5.scd"
 #define EXAMPLE TEST_DATA_DIR "/../../../conf/krtiot.conf"
 #define SECRET "NeverPrintMe-7f3a" /* the product.secret of the bad files */
-#define VERSION_MUST "must be 1-64 characters of 0-9A-Za-z._+~- other than \".\" and \"..\", as OTA targets are"
-#define USERINFO_MUST_NOT                                                                                    \
-        "must not hold a user name or password (USER:PASSWORD@): the device logs in with its device ID and "  \
-        "secret"
+#define VERSION_MUST                                                                                        \
+        "must be 1-64 characters of 0-9A-Za-z._+~- other than \".\" and \"..\", as OTA targets are"
+#define USERINFO_MUST_NOT                                                                                   \
+        "must not hold a user name or password (USER:PASSWORD@): the device logs in with its device ID "    \
+        "and secret"
 
 static char tmpdir[] = "/tmp/test-config.XXXXXX";
 
@@ -638,6 +639,10 @@ static void test_known_keys(void)
 
 #define DEFAULT_STATE_DIR "/var/lib/krtiot"
 #define DEFAULT_HOOK HOOKS_DIR "/swupdate"
+#define STATE_DIR_MISSING                                                                                   \
+        "@F@: state_dir: " DEFAULT_STATE_DIR " (the default) does not exist (krtiot.service's "             \
+        "StateDirectory= creates it)\n"
+#define HOOK_MISSING "@F@@L@: ota.hook: " DEFAULT_HOOK " (the default) does not exist\n"
 
 /* 1: PATH is there as it should be, 0: it does not exist, -1: something else (the test cannot say). */
 static int default_path_state(const char *path, bool dir)
@@ -651,6 +656,11 @@ static int default_path_state(const char *path, bool dir)
         return S_ISREG(st.st_mode) && access(path, X_OK) == 0 ? 1 : -1;
 }
 
+static const char *path_state_name(int state)
+{
+        return state > 0 ? "exists" : state == 0 ? "is missing" : "is odd";
+}
+
 /*
  * What config_load() must say about the defaults on this host ("" when both
  * are there; "@L@" stands for the line of the ota group), or NULL when one
@@ -660,18 +670,16 @@ static const char *default_path_errors(void)
 {
         static const char *const table[2][2] = {
                 /* [state dir there][hook there] */
-                [0][0] = "@F@: state_dir: " DEFAULT_STATE_DIR " (the default) does not exist (krtiot.service's "
-                         "StateDirectory= creates it)\n"
-                         "@F@@L@: ota.hook: " DEFAULT_HOOK " (the default) does not exist\n",
-                [0][1] = "@F@: state_dir: " DEFAULT_STATE_DIR " (the default) does not exist (krtiot.service's "
-                         "StateDirectory= creates it)\n",
-                [1][0] = "@F@@L@: ota.hook: " DEFAULT_HOOK " (the default) does not exist\n",
+                [0][0] = STATE_DIR_MISSING HOOK_MISSING,
+                [0][1] = STATE_DIR_MISSING,
+                [1][0] = HOOK_MISSING,
                 [1][1] = "",
         };
-        int state = default_path_state(DEFAULT_STATE_DIR, true), hook = default_path_state(DEFAULT_HOOK, false);
+        int state = default_path_state(DEFAULT_STATE_DIR, true);
+        int hook = default_path_state(DEFAULT_HOOK, false);
 
-        printf("# here %s %s, %s %s\n", DEFAULT_STATE_DIR, state > 0 ? "exists" : state == 0 ? "is missing" : "is odd",
-               DEFAULT_HOOK, hook > 0 ? "exists" : hook == 0 ? "is missing" : "is odd");
+        printf("# here %s %s, %s %s\n", DEFAULT_STATE_DIR, path_state_name(state), DEFAULT_HOOK,
+               path_state_name(hook));
         return state < 0 || hook < 0 ? NULL : table[state][hook];
 }
 

@@ -309,7 +309,8 @@ static void test_truncated(void)
                         journal_free_unless_sentinel(j);
                 }
         }
-        is_int(bad_load, 0, "journal_load refuses the journal cut at every byte with -EBADMSG, *ret untouched");
+        is_int(bad_load, 0,
+               "journal_load refuses the journal cut at every byte with -EBADMSG, *ret untouched");
         is_int(bad_parse, 0,
                "journal_parse refuses every cut of an unterminated buffer with -EBADMSG, *ret untouched");
         if (first_bad != SIZE_MAX)
