@@ -23,6 +23,7 @@
 #include "agent.h"
 #include "build-config.h"
 #include "credentials.h"
+#include "journal.h"
 #include "log.h"
 #include "mqtt.h"
 #include "notify.h"
@@ -615,6 +616,45 @@ Agent *agent_free(Agent *a)
         return NULL;
 }
 
+/*
+ * Before the state directory is used: a kill during a write leaves
+ * temporary files (of the secret too) that nothing else removes, and a store
+ * someone made readable is made private again. Nothing here stops the start.
+ */
+static void agent_tidy_state_dir(Agent *a)
+{
+        static const char *const files[] = { CREDENTIALS_FILE, JOURNAL_FILE };
+        const char *dir = a->config->state_dir;
+        struct stat st = {};
+        int r;
+
+        for (size_t i = 0; i < ELEMENTSOF(files); i++) {
+                r = remove_stale_tmpfiles(dir, files[i]);
+                if (r < 0)
+                        log_warning_errno(r, "Cannot remove stale temporary files %s/%s.tmp.*: %m", dir,
+                                          files[i]);
+                else if (r > 0)
+                        log_notice("Removed %d stale temporary file(s) %s/%s.tmp.* left by an interrupted "
+                                   "write.", r, dir, files[i]);
+        }
+
+        r = credentials_fix_permissions(dir, &st);
+        if (r < 0 && r != -ENOENT)
+                log_warning("Cannot check or fix the permissions of %s/%s: %s", dir, CREDENTIALS_FILE,
+                            read_error_message(r));
+        if (r > 0 && (r & CREDENTIALS_NOT_OURS))
+                log_warning("%s/%s belongs to uid %u, not to us (uid %u), and only root could change that: "
+                            "its mode %04o is left as it is.",
+                            dir, CREDENTIALS_FILE, (unsigned)st.st_uid, (unsigned)geteuid(),
+                            (unsigned)(st.st_mode & 07777));
+        if (r > 0 && (r & CREDENTIALS_OWNER_FIXED))
+                log_warning("%s/%s belonged to uid %u: it is ours (uid %u) again.", dir, CREDENTIALS_FILE,
+                            (unsigned)st.st_uid, (unsigned)geteuid());
+        if (r > 0 && (r & CREDENTIALS_MODE_FIXED))
+                log_warning("%s/%s had mode %04o: made it 0600 again, the device secret is ours alone.",
+                            dir, CREDENTIALS_FILE, (unsigned)(st.st_mode & 07777));
+}
+
 int agent_run(Agent *a)
 {
         static const int signals[] = { SIGTERM, SIGINT, SIGHUP };
@@ -643,6 +683,7 @@ int agent_run(Agent *a)
         else if (r > 0)
                 log_debug("Watchdog enabled.");
 
+        agent_tidy_state_dir(a);
         ota_start(a->ota);
         agent_start_session(a);
         /* Ready once configured and looping, not when the broker answers: offline is a state, not a failure. */

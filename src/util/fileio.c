@@ -2,12 +2,14 @@
 /*
  * File helpers. write_file_atomic() is the one place that knows how to make
  * a file durable: temporary file, fsync, rename, fsync of the directory, in
- * that order; a failure before the rename leaves no temporary file behind.
+ * that order; a failure before the rename leaves no temporary file behind,
+ * and what a kill leaves, remove_stale_tmpfiles() removes at the next start.
  * The readers never allocate more than their caller's limit, and they erase
  * what they drop on the way, because they also read secrets. They read
  * regular files only, and never block in open(): a FIFO planted where a
  * file should be must not hang the daemon before it can answer SIGTERM.
  */
+#include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdbool.h>
@@ -92,6 +94,54 @@ static int tmpfile_fill(int fd, const void *data, size_t len, mode_t mode)
                 return negative_errno();
 
         return 0;
+}
+
+/* Whether ENTRY is a name open_tmpfile() makes for NAME. */
+static bool tmpfile_name_of(const char *entry, const char *name)
+{
+        size_t n = strlen(name);
+        const char *suffix;
+
+        if (strncmp(entry, name, n) != 0 || strncmp(entry + n, ".tmp.", 5) != 0)
+                return false;
+        suffix = entry + n + 5;
+        return strlen(suffix) == RANDOM_ID_LEN && strspn(suffix, RANDOM_ID_SYMBOLS) == RANDOM_ID_LEN;
+}
+
+static void closedirp(DIR **d)
+{
+        if (*d)
+                closedir(*d);
+}
+
+int remove_stale_tmpfiles(const char *dir, const char *name)
+{
+        _cleanup_(closedirp) DIR *d = NULL;
+        int removed = 0, r = 0;
+
+        if (!dir || !filename_valid(name))
+                return -EINVAL;
+
+        d = opendir(dir);
+        if (!d)
+                return negative_errno();
+
+        /* errno tells readdir()'s end from its failure: cleared before each call. */
+        errno = 0;
+        for (struct dirent *de; (de = readdir(d)); errno = 0) {
+                if (!tmpfile_name_of(de->d_name, name))
+                        continue;
+                if (unlinkat(dirfd(d), de->d_name, 0) < 0) {
+                        if (r == 0)
+                                r = negative_errno();
+                        continue;
+                }
+                removed++;
+        }
+        if (errno != 0 && r == 0)
+                r = negative_errno();
+
+        return r < 0 ? r : removed;
 }
 
 int write_file_atomic(const char *dir, const char *name, const void *data, size_t len, mode_t mode)
@@ -272,17 +322,27 @@ int read_file_limited(const char *path, size_t max, char **ret, size_t *ret_len)
         return read_fd_limited(fd, max, ret, ret_len);
 }
 
-int read_state_file(const char *dir, const char *name, size_t max, char **ret, size_t *ret_len)
+int open_state_file(const char *dir, const char *name)
 {
-        _cleanup_close_ int dfd = -1, fd = -1;
+        _cleanup_close_ int dfd = -1;
 
-        if (!dir || !filename_valid(name) || !ret || max >= SSIZE_MAX)
+        if (!dir || !filename_valid(name))
                 return -EINVAL;
 
         dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (dfd < 0)
                 return negative_errno();
-        fd = open_regular(dfd, name, true);
+        return open_regular(dfd, name, true);
+}
+
+int read_state_file(const char *dir, const char *name, size_t max, char **ret, size_t *ret_len)
+{
+        _cleanup_close_ int fd = -1;
+
+        if (!ret || max >= SSIZE_MAX)
+                return -EINVAL;
+
+        fd = open_state_file(dir, name);
         if (fd < 0)
                 return fd;
         return read_fd_limited(fd, max, ret, ret_len);

@@ -18,6 +18,24 @@
 int write_file_atomic(const char *dir, const char *name, const void *data, size_t len, mode_t mode);
 
 /*
+ * Removes what write_file_atomic(DIR, NAME, ...) leaves behind when it is
+ * killed before its rename: DIR/NAME.tmp.XXXXXXXXXXXX (RANDOM_ID_LEN
+ * characters of RANDOM_ID_SYMBOLS), which may hold a secret. Nothing else
+ * is touched. For the start of the daemon, when no write can be under way.
+ * Returns the number removed, or -errno (-EINVAL for a NAME that is not one
+ * path component); after a failed unlink the others are still tried.
+ */
+int remove_stale_tmpfiles(const char *dir, const char *name);
+
+/*
+ * Opens DIR/NAME read-only, as read_state_file() does: NAME must be a
+ * regular file, not a symbolic link (-ELOOP), not a FIFO or device
+ * (-EBADFD), not a directory (-EISDIR); the open() never blocks. Returns
+ * the fd (O_CLOEXEC), or -errno.
+ */
+int open_state_file(const char *dir, const char *name);
+
+/*
  * Reads a whole regular file of at most MAX bytes into a NUL-terminated
  * buffer. Symbolic links are followed (integrators link configuration,
  * version and ID files), but what they lead to must be a regular file too:

@@ -4,13 +4,15 @@
  * everything that is not exactly what it writes (truncated at any byte,
  * garbage, a field missing, extra or of the wrong type, too big) is refused
  * with the code the caller relies on, leaving *ret untouched; a link or a
- * FIFO as the store is refused.
+ * FIFO as the store is refused; a store someone opened up is made private
+ * again.
  */
 #include <dirent.h>
 #include <fcntl.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 
 #include "credentials.h"
 #include "tap.h"
@@ -153,7 +155,8 @@ static void test_corrupt(void)
                 put(good, cut);
                 r = credentials_load(dir, &c);
                 if (r != -EBADMSG || c != &sentinel) {
-                        printf("#   cut at %zu: %d, *ret %s\n", cut, r, c == &sentinel ? "untouched" : "changed");
+                        printf("#   cut at %zu: %d, *ret %s\n", cut, r,
+                               c == &sentinel ? "untouched" : "changed");
                         all = false;
                 }
                 if (c != &sentinel)
@@ -237,12 +240,94 @@ static void test_not_regular(void)
                 abort();
         is_int(credentials_load(dir, &c), -ELOOP, "a symbolic link as the store is -ELOOP");
         ok(c == &sentinel, "  *ret untouched");
+        is_int(credentials_fix_permissions(dir, NULL), -ELOOP, "credentials_fix_permissions: -ELOOP too");
         is_int(file_mode(elsewhere), 0644, "  and the file it points to keeps its mode");
         if (unlink(path) < 0 || unlink(elsewhere) < 0 || mkfifo(path, 0600) < 0)
                 abort();
         is_int(credentials_load(dir, &c), -EBADFD, "a FIFO as the store is -EBADFD, without blocking");
         ok(c == &sentinel, "  *ret untouched");
+        is_int(credentials_fix_permissions(dir, NULL), -EBADFD, "credentials_fix_permissions: -EBADFD too");
         if (unlink(path) < 0)
+                abort();
+}
+
+/* Runs credentials_fix_permissions() as uid/gid 65534 (nobody) in a child; returns its result, or -EIO. */
+static int fix_permissions_as_nobody(void)
+{
+        int status, fds[2], r = -EIO;
+        pid_t pid;
+
+        if (pipe(fds) < 0)
+                abort();
+        pid = fork();
+        if (pid < 0)
+                abort();
+        if (pid == 0) {
+                close(fds[0]);
+                if (setgid(65534) < 0 || setuid(65534) < 0)
+                        _exit(1);
+                r = credentials_fix_permissions(dir, NULL);
+                _exit(write(fds[1], &r, sizeof(r)) == sizeof(r) ? 0 : 1);
+        }
+        close(fds[1]);
+        if (read(fds[0], &r, sizeof(r)) != sizeof(r))
+                r = -EIO;
+        close(fds[0]);
+        if (waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+                r = -EIO;
+        return r;
+}
+
+static void test_fix_permissions(void)
+{
+        struct stat before = {}, st;
+
+        (void)unlink(path);
+        is_int(credentials_fix_permissions(dir, NULL), -ENOENT, "no store: -ENOENT, nothing to fix");
+
+        is_int(credentials_store(dir, "P1", "D1", "s3cr3t"), 0, "a store");
+        is_int(credentials_fix_permissions(dir, &before), 0, "  as written (0600, ours): nothing to fix");
+        is_int(before.st_mode & 07777, 0600, "  *ret_before is its stat()");
+
+        if (chmod(path, 0644) < 0)
+                abort();
+        is_int(credentials_fix_permissions(dir, &before), CREDENTIALS_MODE_FIXED, "mode 0644: fixed");
+        is_int(before.st_mode & 07777, 0644, "  *ret_before has the old mode");
+        is_int(file_mode(path), 0600, "  the store is 0600 again");
+
+        if (chmod(path, 0700) < 0)
+                abort();
+        is_int(credentials_fix_permissions(dir, NULL), CREDENTIALS_MODE_FIXED, "mode 0700 (x bit): fixed");
+        is_int(file_mode(path), 0600, "  to 0600");
+        if (chmod(path, 0400) < 0)
+                abort();
+        is_int(credentials_fix_permissions(dir, NULL), 0, "mode 0400 (narrower): left alone");
+        is_int(file_mode(path), 0400, "  still 0400");
+        if (chmod(path, 0600) < 0)
+                abort();
+
+        if (geteuid() != 0) {
+                for (int i = 0; i < 5; i++) {
+                        tap_count++;
+                        printf("ok %u # SKIP not root: cannot give the store to another user\n", tap_count);
+                }
+                (void)unlink(path);
+                return;
+        }
+        if (chown(path, 65534, 65534) < 0 || chmod(path, 0640) < 0)
+                abort();
+        is_int(credentials_fix_permissions(dir, &before), CREDENTIALS_OWNER_FIXED | CREDENTIALS_MODE_FIXED,
+               "root, a store of uid 65534 with mode 0640: owner and mode fixed");
+        is_int(before.st_uid, 65534, "  *ret_before has the old owner");
+        ok(stat(path, &st) == 0 && st.st_uid == 0 && (st.st_mode & 07777) == 0600, "  ours and 0600 again");
+
+        /* The other way round: a process that is not root finds root's store, opened up. */
+        if (chmod(path, 0644) < 0 || chmod(dir, 0755) < 0)
+                abort();
+        is_int(fix_permissions_as_nobody(), CREDENTIALS_NOT_OURS,
+               "not root, another user's store: not ours");
+        is_int(file_mode(path), 0644, "  left as it is");
+        if (chmod(dir, 0700) < 0 || unlink(path) < 0)
                 abort();
 }
 
@@ -274,6 +359,7 @@ int main(void)
         test_corrupt();
         test_missing();
         test_not_regular();
+        test_fix_permissions();
         test_match();
 
         if (tap_failed == 0)

@@ -256,6 +256,60 @@ static void test_read_limited(void)
         free(buf);
 }
 
+/* What a kill during write_file_atomic() leaves behind, and only that, goes. */
+static void test_remove_stale_tmpfiles(void)
+{
+        static const char *const stale[] = {
+                "credentials.json.tmp.0123456789AB",
+                "credentials.json.tmp.ZZZZZZZZZZZZ",
+        };
+        static const char *const kept[] = {
+                "credentials.json",               /* the store itself */
+                "credentials.json.tmp.0123456789a", /* lower case: not ours */
+                "credentials.json.tmp.0123456789ABC", /* 13 characters */
+                "credentials.json.tmp.",
+                "credentials.json.tmp.0123456789A",
+                "ota-journal.json.tmp.0123456789AB", /* another NAME's */
+                "xcredentials.json.tmp.0123456789AB",
+        };
+        char dir[128];
+
+        snprintf(dir, sizeof(dir), "%s/stale", tmpdir);
+        if (mkdir(dir, 0755) < 0)
+                abort();
+        for (size_t i = 0; i < ELEMENTSOF(stale); i++)
+                make_file(path_in(dir, stale[i]), "{\"device_secret\":\"s\"}", 0600);
+        for (size_t i = 0; i < ELEMENTSOF(kept); i++)
+                make_file(path_in(dir, kept[i]), "x", 0600);
+        if (mkdir(path_in(dir, "credentials.json.tmp.DIRECTORY000"), 0700) < 0)
+                abort();
+
+        is_int(remove_stale_tmpfiles(dir, "credentials.json"), -EISDIR,
+               "a directory with a temporary file's name cannot be unlinked: -EISDIR");
+        for (size_t i = 0; i < ELEMENTSOF(stale); i++)
+                ok(access(path_in(dir, stale[i]), F_OK) < 0, "  the stale temporary files went anyway");
+        if (rmdir(path_in(dir, "credentials.json.tmp.DIRECTORY000")) < 0)
+                abort();
+
+        for (size_t i = 0; i < ELEMENTSOF(stale); i++)
+                make_file(path_in(dir, stale[i]), "{}", 0600);
+        is_int(remove_stale_tmpfiles(dir, "credentials.json"), 2, "two stale temporary files are removed");
+        is_int(count_entries(dir, NULL, NULL), (int)ELEMENTSOF(kept), "  and nothing else");
+        for (size_t i = 0; i < ELEMENTSOF(kept); i++)
+                ok(access(path_in(dir, kept[i]), F_OK) == 0, kept[i]);
+        is_int(remove_stale_tmpfiles(dir, "credentials.json"), 0, "a second run finds none");
+        is_int(remove_stale_tmpfiles(dir, "ota-journal.json"), 1, "another NAME's");
+
+        /* A completed write leaves nothing to remove, and its file stays. */
+        is_int(write_file_atomic(dir, "f", "x", 1, 0600), 0, "write_file_atomic");
+        is_int(remove_stale_tmpfiles(dir, "f"), 0, "  leaves nothing to remove");
+        ok(access(path_in(dir, "f"), F_OK) == 0, "  and the file it wrote stays");
+
+        is_int(remove_stale_tmpfiles(path_in(dir, "missing"), "f"), -ENOENT, "a missing DIR is -ENOENT");
+        is_int(remove_stale_tmpfiles(dir, "a/b"), -EINVAL, "NAME with a / is -EINVAL");
+        is_int(remove_stale_tmpfiles(dir, ""), -EINVAL, "an empty NAME is -EINVAL");
+}
+
 /* A read that blocks fails the test instead of hanging it until meson's timeout. */
 static void on_alarm(int sig)
 {
@@ -278,8 +332,9 @@ static void test_read_not_regular(void)
         if (mkdir(dir, 0755) < 0 || mkfifo(fifo, 0600) < 0 || mkdir(path_in(dir, "subdir"), 0755) < 0)
                 abort();
         make_file(path_in(dir, "regular"), "1.2.3\n", 0644);
-        if (symlink("regular", path_in(dir, "link")) < 0 || symlink("fifo", path_in(dir, "link-to-fifo")) < 0 ||
-            symlink("loop", path_in(dir, "loop")) < 0 || symlink("subdir", path_in(dir, "link-to-dir")) < 0)
+        if (symlink("regular", path_in(dir, "link")) < 0 ||
+            symlink("fifo", path_in(dir, "link-to-fifo")) < 0 || symlink("loop", path_in(dir, "loop")) < 0 ||
+            symlink("subdir", path_in(dir, "link-to-dir")) < 0)
                 abort();
 
         signal(SIGALRM, on_alarm);
@@ -299,15 +354,20 @@ static void test_read_not_regular(void)
 
         is_int(read_file_limited(path_in(dir, "link-to-fifo"), 100, &buf, NULL), -EBADFD,
                "a symbolic link to a FIFO is -EBADFD");
-        is_int(read_file_limited("/dev/null", 100, &buf, NULL), -EBADFD, "/dev/null (a char device) is -EBADFD");
-        is_int(read_file_limited(path_in(dir, "subdir"), 100, &buf, NULL), -EISDIR, "a directory is -EISDIR");
+        is_int(read_file_limited("/dev/null", 100, &buf, NULL), -EBADFD,
+               "/dev/null (a char device) is -EBADFD");
+        is_int(read_file_limited(path_in(dir, "subdir"), 100, &buf, NULL), -EISDIR,
+               "a directory is -EISDIR");
         is_int(read_file_limited(path_in(dir, "link-to-dir"), 100, &buf, NULL), -EISDIR,
                "a link to a directory is -EISDIR");
-        is_int(read_file_limited(path_in(dir, "loop"), 100, &buf, NULL), -ELOOP, "a loop of links is -ELOOP");
+        is_int(read_file_limited(path_in(dir, "loop"), 100, &buf, NULL), -ELOOP,
+               "a loop of links is -ELOOP");
         ok(buf == buf_untouched, "  every refusal left the output untouched");
 
-        /* Positive controls: links to regular files are followed; /proc and /sys files (regular, size 0) read. */
-        is_int(read_file_limited(path_in(dir, "link"), 100, &buf, &len), 0, "a link to a regular file is followed");
+        /* Positive controls: links to regular files are followed; /proc and /sys files (regular, of
+         * size 0) are read. */
+        is_int(read_file_limited(path_in(dir, "link"), 100, &buf, &len), 0,
+               "a link to a regular file is followed");
         is_str(buf, "1.2.3\n", "  and read");
         if (buf != buf_untouched)
                 free(buf);
@@ -337,7 +397,8 @@ static void test_read_not_regular(void)
         is_int(read_state_file(dir, "link-to-dir", 100, &buf, &len), -ELOOP, "  a link to a directory too");
         is_int(read_state_file(dir, "fifo", 100, &buf, &len), -EBADFD, "read_state_file: a FIFO is -EBADFD");
         is_int(read_state_file(dir, "subdir", 100, &buf, &len), -EISDIR, "read_state_file: a directory");
-        is_int(read_state_file(dir, "missing", 100, &buf, &len), -ENOENT, "read_state_file: missing is -ENOENT");
+        is_int(read_state_file(dir, "missing", 100, &buf, &len), -ENOENT,
+               "read_state_file: missing is -ENOENT");
         is_int(read_state_file(dir, "subdir/x", 100, &buf, &len), -EINVAL, "read_state_file: NAME has no /");
         is_int(read_state_file(dir, "..", 100, &buf, &len), -EINVAL, "read_state_file: NAME is not ..");
         is_int(read_state_file(path_in(dir, "regular"), "x", 100, &buf, &len), -ENOTDIR,
@@ -350,7 +411,8 @@ static void test_read_not_regular(void)
         is_str(read_error_message(EBADFD), "not a regular file", "  either sign");
         is_str(read_error_message(-ELOOP), "a symbolic link (not allowed here), or a loop of them",
                "read_error_message: -ELOOP");
-        is_str(read_error_message(-ENOENT), "No such file or directory", "read_error_message: others are strerror()");
+        is_str(read_error_message(-ENOENT), "No such file or directory",
+               "read_error_message: others are strerror()");
 }
 
 static void test_strstrip(void)
@@ -495,6 +557,7 @@ int main(int argc, char *argv[])
         test_failures();
         test_read_limited();
         test_read_not_regular();
+        test_remove_stale_tmpfiles();
         test_strstrip();
         test_syscall_order();
 
