@@ -221,7 +221,7 @@ static int stat_check_regular(const struct stat *st)
  */
 static int open_regular(int dfd, const char *path, bool nofollow)
 {
-        _cleanup_close_ int fd = -1;
+        _cleanup_close_ int opened = -1;
         struct stat st;
         int r;
 
@@ -234,16 +234,16 @@ static int open_regular(int dfd, const char *path, bool nofollow)
                 return r;
 
         /* O_NONBLOCK: it may have been swapped for a FIFO since; the fstat() below refuses that. */
-        fd = openat(dfd, path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | (nofollow ? O_NOFOLLOW : 0));
-        if (fd < 0)
+        opened = openat(dfd, path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | (nofollow ? O_NOFOLLOW : 0));
+        if (opened < 0)
                 return negative_errno();
-        if (fstat(fd, &st) < 0)
+        if (fstat(opened, &st) < 0)
                 return negative_errno();
         r = stat_check_regular(&st);
         if (r < 0)
                 return r;
 
-        return TAKE_FD(fd);
+        return TAKE_FD(opened);
 }
 
 /* Reads all of FD, a regular file, into a new buffer; see read_file_limited(). */
