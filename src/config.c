@@ -1,15 +1,19 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The configuration file: the only place that touches libconfig. A load is
- * one Loader: the file is read (bounded), parsed, walked once in file order
- * (every setting must be a known key of the right type and range, stored
- * through the key table below), then resolved (URI, secret, device ID,
- * client id, reboot command). Every problem is collected, not only the first,
- * and printed sorted by line. A Config is only handed out when there was none:
- * the rest of the daemon never sees a half-valid one.
+ * one Loader: the file is read (bounded, a regular file), scanned for what
+ * libconfig gets wrong (@include, an unclosed comment), parsed, walked once
+ * in file order (every setting must be a known key of the right type and
+ * range, stored through the key table below), then resolved (URI, secret,
+ * device ID, client id, reboot command) and checked against the system (the
+ * state directory and the hook exist, defaults included). Every problem is
+ * collected, not only the first, and printed sorted by line. A Config is
+ * only handed out when there was none: the rest of the daemon never sees a
+ * half-valid one.
  *
- * No message ever quotes the value of product.secret, and the copies of it
- * that pass through here (file text, parse tree) are erased.
+ * No message ever quotes the value of product.secret, nor mqtt.uri (which
+ * may hold a password), and the copies of the secret that pass through here
+ * (file text, parse tree) are erased.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE 1 /* asprintf, vasprintf, secure_getenv */
