@@ -23,12 +23,14 @@
 #include "agent.h"
 #include "build-config.h"
 #include "credentials.h"
+#include "journal.h"
 #include "log.h"
 #include "mqtt.h"
 #include "notify.h"
 #include "ota.h"
 #include "protocol.h"
 #include "registration.h"
+#include "util/fileio.h"
 #include "util/macro.h"
 #include "util/random-id.h"
 #include "version.h"
@@ -131,8 +133,8 @@ static void agent_publish_report(Agent *a, const char *fw)
 
         r = version_read_hw(a->config, &hw);
         if (r < 0)
-                log_error_errno(r, "Cannot read the hardware version from %s: %m. Reporting \"%s\".",
-                                a->config->hw_version_file, VERSION_UNKNOWN);
+                log_error_errno(r, "Cannot read the hardware version from %s: %s. Reporting \"%s\".",
+                                a->config->hw_version_file, read_error_message(r), VERSION_UNKNOWN);
 
         r = random_id(id);
         if (r >= 0)
@@ -208,8 +210,8 @@ static void agent_report(Agent *a)
 
         r = version_read_fw(a->config, &fw);
         if (r < 0)
-                log_error_errno(r, "Cannot read the firmware version from %s: %m. Reporting \"%s\".",
-                                a->config->fw_version_file, VERSION_UNKNOWN);
+                log_error_errno(r, "Cannot read the firmware version from %s: %s. Reporting \"%s\".",
+                                a->config->fw_version_file, read_error_message(r), VERSION_UNKNOWN);
         agent_publish_report(a, fw);
 }
 
@@ -245,7 +247,8 @@ static void agent_switch_to_device_secret(Agent *a)
         a->switch_timer = sd_event_source_disable_unref(a->switch_timer);
         r = credentials_load(a->config->state_dir, &c);
         if (r < 0) {
-                log_error_errno(r, "Cannot read back the stored device secret: %m. Registering again.");
+                log_error_errno(r, "Cannot read back the stored device secret: %s. Registering again.",
+                                read_error_message(r));
                 agent_connect_register(a);
                 return;
         }
@@ -459,8 +462,8 @@ static void agent_start_session(Agent *a)
                 log_warning("%s/%s is corrupt or truncated; ignoring it and registering again.",
                             a->config->state_dir, CREDENTIALS_FILE);
         else if (r < 0)
-                log_error_errno(r, "Cannot read %s/%s: %m. Registering with the product secret.",
-                                a->config->state_dir, CREDENTIALS_FILE);
+                log_error_errno(r, "Cannot read %s/%s: %s. Registering with the product secret.",
+                                a->config->state_dir, CREDENTIALS_FILE, read_error_message(r));
         else if (!credentials_match(c, a->config->product_id, a->config->device_id)) {
                 log_notice("The stored device secret belongs to product %s, device %s, not to this "
                            "configuration (%s, %s): registering again.",
@@ -630,6 +633,45 @@ Agent *agent_free(Agent *a)
         return NULL;
 }
 
+/*
+ * Before the state directory is used: a kill during a write leaves
+ * temporary files (of the secret too) that nothing else removes, and a store
+ * someone made readable is made private again. Nothing here stops the start.
+ */
+static void agent_tidy_state_dir(Agent *a)
+{
+        static const char *const files[] = { CREDENTIALS_FILE, JOURNAL_FILE };
+        const char *dir = a->config->state_dir;
+        struct stat st = {};
+        int r;
+
+        for (size_t i = 0; i < ELEMENTSOF(files); i++) {
+                r = remove_stale_tmpfiles(dir, files[i]);
+                if (r < 0)
+                        log_warning_errno(r, "Cannot remove stale temporary files %s/%s.tmp.*: %m", dir,
+                                          files[i]);
+                else if (r > 0)
+                        log_notice("Removed %d stale temporary file(s) %s/%s.tmp.* left by an interrupted "
+                                   "write.", r, dir, files[i]);
+        }
+
+        r = credentials_fix_permissions(dir, &st);
+        if (r < 0 && r != -ENOENT)
+                log_warning("Cannot check or fix the permissions of %s/%s: %s", dir, CREDENTIALS_FILE,
+                            read_error_message(r));
+        if (r > 0 && (r & CREDENTIALS_NOT_OURS))
+                log_warning("%s/%s belongs to uid %u, not to us (uid %u), and only root could change that: "
+                            "its mode %04o is left as it is.",
+                            dir, CREDENTIALS_FILE, (unsigned)st.st_uid, (unsigned)geteuid(),
+                            (unsigned)(st.st_mode & 07777));
+        if (r > 0 && (r & CREDENTIALS_OWNER_FIXED))
+                log_warning("%s/%s belonged to uid %u: it is ours (uid %u) again.", dir, CREDENTIALS_FILE,
+                            (unsigned)st.st_uid, (unsigned)geteuid());
+        if (r > 0 && (r & CREDENTIALS_MODE_FIXED))
+                log_warning("%s/%s had mode %04o: made it 0600 again, the device secret is ours alone.",
+                            dir, CREDENTIALS_FILE, (unsigned)(st.st_mode & 07777));
+}
+
 int agent_run(Agent *a)
 {
         static const int signals[] = { SIGTERM, SIGINT, SIGHUP };
@@ -658,6 +700,7 @@ int agent_run(Agent *a)
         else if (r > 0)
                 log_debug("Watchdog enabled.");
 
+        agent_tidy_state_dir(a);
         ota_start(a->ota);
         agent_start_session(a);
         /* Ready once configured and looping, not when the broker answers: offline is a state, not a failure. */

@@ -1,15 +1,19 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The configuration file: the only place that touches libconfig. A load is
- * one Loader: the file is read (bounded), parsed, walked once in file order
- * (every setting must be a known key of the right type and range, stored
- * through the key table below), then resolved (URI, secret, device ID,
- * client id, reboot command). Every problem is collected, not only the first,
- * and printed sorted by line. A Config is only handed out when there was none:
- * the rest of the daemon never sees a half-valid one.
+ * one Loader: the file is read (bounded, a regular file), scanned for what
+ * libconfig gets wrong (@include, an unclosed comment), parsed, walked once
+ * in file order (every setting must be a known key of the right type and
+ * range, stored through the key table below), then resolved (URI, secret,
+ * device ID, client id, reboot command) and checked against the system (the
+ * state directory and the hook exist, defaults included). Every problem is
+ * collected, not only the first, and printed sorted by line. A Config is
+ * only handed out when there was none: the rest of the daemon never sees a
+ * half-valid one.
  *
- * No message ever quotes the value of product.secret, and the copies of it
- * that pass through here (file text, parse tree) are erased.
+ * No message ever quotes the value of product.secret, nor mqtt.uri (which
+ * may hold a password), and the copies of the secret that pass through here
+ * (file text, parse tree) are erased.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE 1 /* asprintf, vasprintf, secure_getenv */
@@ -18,21 +22,23 @@
 #include <arpa/inet.h>
 #include <assert.h>
 #include <ctype.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <libconfig.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/stat.h>
 
 #include "build-config.h"
 #include "config.h"
 #include "log.h"
 #include "util/fileio.h"
 #include "util/macro.h"
+#include "util/strings.h"
 
 #define CLIENT_ID_MAX 128
 #define SECRET_MAX 4096
-#define VERSION_MAX 64
 #define IFNAME_MAX 15 /* IFNAMSIZ - 1 */
 #define MACHINE_ID_FILE "/etc/machine-id"
 #define ID_CHARS "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-"
@@ -325,18 +331,6 @@ static bool id_valid(const char *s)
         return n >= 1 && n <= CONFIG_MAX_ID && strspn(s, ID_CHARS) == n;
 }
 
-static bool version_valid(const char *s)
-{
-        size_t n = strlen(s);
-
-        if (n < 1 || n > VERSION_MAX)
-                return false;
-        for (; *s; s++)
-                if (*s < 0x20 || *s > 0x7e)
-                        return false;
-        return true;
-}
-
 /* What the kernel accepts as an interface name, and nothing that could leave /sys/class/net. */
 static bool ifname_valid(const char *s)
 {
@@ -478,7 +472,7 @@ static void config_report_read_error(const char *path, int r, FILE *errors)
         else if (r == -EBADMSG)
                 fprintf(errors, "%s: cannot read: not a text file (contains a NUL byte)\n", path);
         else
-                fprintf(errors, "%s: cannot read: %s\n", path, strerror(-r));
+                fprintf(errors, "%s: cannot read: %s\n", path, read_error_message(r));
         fflush(errors);
 }
 
@@ -788,6 +782,11 @@ static const char *uri_parse(const char *uri, bool *ret_tls, const char **ret_ho
         else
                 return "must start with tcp:// or ssl://";
 
+        /* No '@' can be part of a host, an IPv6 literal or a port: it ends user info. */
+        if (strchr(p, '@'))
+                return "must not hold a user name or password (USER:PASSWORD@): the device logs in "
+                       "with its device ID and secret";
+
         if (*p == '[') {
                 host = p + 1;
                 n = strcspn(host, "]");
@@ -855,7 +854,7 @@ static void loader_read_secret_file(Loader *l)
 
         r = read_one_line_file(path, &secret);
         if (r < 0) {
-                loader_error(l, s, key, "cannot read %s: %s", path, strerror(-r));
+                loader_error(l, s, key, "cannot read %s: %s", path, read_error_message(r));
                 return;
         }
         if (!*secret) {
@@ -973,7 +972,7 @@ static void loader_device_id_from(Loader *l)
 
         r = read_one_line_file(path, &id);
         if (r < 0) {
-                loader_error(l, s, key, "cannot read %s: %s", path, strerror(-r));
+                loader_error(l, s, key, "cannot read %s: %s", path, read_error_message(r));
                 return;
         }
         if (!id_normalize(source, id)) {
@@ -1007,11 +1006,16 @@ static void loader_resolve_device_id(Loader *l)
         }
 }
 
+/*
+ * A literal version obeys the rule every other version source does: one
+ * that breaks it could never equal an OTA command's target (which is held
+ * to it), so every update would look failed.
+ */
 static void loader_check_version(Loader *l, KeyId k)
 {
-        if (!version_valid(*(char **)loader_field(l, k)))
-                loader_error(l, l->settings[k], config_known_keys[k], "must be 1..%d printable characters",
-                             VERSION_MAX);
+        if (!version_is_valid(*(char **)loader_field(l, k)))
+                loader_error(l, l->settings[k], config_known_keys[k],
+                             "must be " VERSION_RULE " other than \".\" and \"..\", as OTA targets are");
 }
 
 static void loader_check_versions(Loader *l)
@@ -1156,6 +1160,73 @@ static void loader_parse_reboot_command(Loader *l)
         l->config->ota_reboot_argv = argv;
 }
 
+/*
+ * Where a problem with K's value is reported: at K's line, or, when K is
+ * left at its default, at its group's (no line for a top-level key or a
+ * missing group). *ret_default says which, for the message.
+ */
+static const config_setting_t *loader_where(Loader *l, KeyId k, const char **ret_default)
+{
+        if (l->settings[k]) {
+                *ret_default = "";
+                return l->settings[k];
+        }
+        *ret_default = " (the default)";
+        return strchr(config_known_keys[k], '.') ? loader_parent(l, k) : NULL;
+}
+
+/*
+ * The hook must be there to run when an update comes, maybe months later:
+ * found now, a missing one is a configuration error, not a failed update.
+ * It is looked at (stat, access), never run. The default is checked too:
+ * it is what will be run.
+ */
+static void loader_check_hook(Loader *l)
+{
+        const char *hook = l->config->ota_hook, *key = config_known_keys[K_OTA_HOOK], *dflt;
+        const config_setting_t *s = loader_where(l, K_OTA_HOOK, &dflt);
+        struct stat st;
+
+        if (l->settings[K_OTA_HOOK] && !l->valid[K_OTA_HOOK])
+                return; /* not a string, or relative: reported */
+
+        if (stat(hook, &st) < 0) {
+                if (errno == ENOENT)
+                        loader_error(l, s, key, "%s%s does not exist", hook, dflt);
+                else
+                        loader_error(l, s, key, "%s%s: %s", hook, dflt, strerror(errno));
+        } else if (S_ISDIR(st.st_mode))
+                loader_error(l, s, key, "%s%s is a directory, not a program", hook, dflt);
+        else if (!S_ISREG(st.st_mode))
+                loader_error(l, s, key, "%s%s is not a regular file", hook, dflt);
+        else if (faccessat(AT_FDCWD, hook, X_OK, AT_EACCESS) < 0)
+                loader_error(l, s, key, "%s%s is not executable", hook, dflt);
+}
+
+/*
+ * The state directory must exist: the device secret is stored there, and
+ * finding it missing only when the platform issues the secret is too late.
+ * It is not created here: systemd's StateDirectory= makes it, with its mode.
+ */
+static void loader_check_state_dir(Loader *l)
+{
+        const char *dir = l->config->state_dir, *key = config_known_keys[K_STATE_DIR], *dflt;
+        const config_setting_t *s = loader_where(l, K_STATE_DIR, &dflt);
+        struct stat st;
+
+        if (l->settings[K_STATE_DIR] && !l->valid[K_STATE_DIR])
+                return; /* reported */
+
+        if (stat(dir, &st) < 0) {
+                if (errno == ENOENT)
+                        loader_error(l, s, key, "%s%s does not exist%s", dir, dflt,
+                                     *dflt ? " (krtiot.service's StateDirectory= creates it)" : "");
+                else
+                        loader_error(l, s, key, "%s%s: %s", dir, dflt, strerror(errno));
+        } else if (!S_ISDIR(st.st_mode))
+                loader_error(l, s, key, "%s%s is not a directory", dir, dflt);
+}
+
 static void loader_default_download_dir(Loader *l)
 {
         Config *c = l->config;
@@ -1180,6 +1251,8 @@ static void loader_resolve(Loader *l)
         loader_expand_client_id(l);
         loader_parse_log_level(l);
         loader_parse_reboot_command(l);
+        loader_check_state_dir(l);
+        loader_check_hook(l);
         loader_default_download_dir(l);
 }
 
@@ -1215,6 +1288,30 @@ static int config_find_include(const char *text)
         return 0;
 }
 
+/*
+ * The line (1-based) where a block comment opens that is never closed, or 0.
+ * libconfig 1.5 (Debian 12) takes such a comment to run to the end of the
+ * file without a word: everything after it would be silently ignored.
+ */
+static int config_find_unterminated_comment(const char *text)
+{
+        int line = 1;
+
+        for (const char *p = text; *p;) {
+                int base;
+                size_t len = lex_token(p, &base);
+
+                /* lex_token() runs an unclosed comment to the end of the text; a slash, a star and a
+                 * slash are three characters, not a closed comment. */
+                if (startswith(p, "/*") && (len < 4 || memcmp(p + len - 2, "*/", 2) != 0))
+                        return line;
+                for (size_t i = 0; i < len; i++)
+                        line += p[i] == '\n';
+                p += len;
+        }
+        return 0;
+}
+
 int config_load(const char *path, FILE *errors, Config **ret)
 {
         _cleanup_(loader_done) Loader l = { .path = path };
@@ -1236,6 +1333,18 @@ int config_load(const char *path, FILE *errors, Config **ret)
         if (r > 0) {
                 if (errors) {
                         fprintf(errors, "%s:%d: @include: not supported: put everything in this file\n", path, r);
+                        fflush(errors);
+                }
+                return -EINVAL;
+        }
+
+        r = config_find_unterminated_comment(text);
+        if (r > 0) {
+                if (errors) {
+                        fprintf(errors,
+                                "%s:%d: syntax error: /* comment is never closed: the rest of the file "
+                                "would be ignored\n",
+                                path, r);
                         fflush(errors);
                 }
                 return -EINVAL;

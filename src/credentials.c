@@ -6,11 +6,13 @@
  * mix) and read strictly: anything but an object of exactly the three
  * non-empty strings is -EBADMSG, which the caller treats as "no secret".
  * Every copy of the secret this file makes, json-c's included, is erased
- * before it is freed.
+ * before it is freed. credentials_fix_permissions() makes a store that
+ * someone opened up (mode, owner) private again.
  */
 #include <stdbool.h>
 #include <stdio.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <json-c/json.h>
 
@@ -57,23 +59,6 @@ static void json_erase_string(json_object *o, const char *key)
         if (json_object_object_get_ex(o, key, &v) && json_object_is_type(v, json_type_string))
                 /* The storage belongs to V, which we own; get_string only hands it out as const. */
                 explicit_bzero((char *)json_object_get_string(v), (size_t)json_object_get_string_len(v));
-}
-
-static int credentials_path(const char *state_dir, char **ret)
-{
-        size_t n;
-        char *p;
-
-        if (!state_dir || !*state_dir)
-                return -EINVAL;
-
-        n = strlen(state_dir) + 1 + strlen(CREDENTIALS_FILE) + 1;
-        p = malloc(n);
-        if (!p)
-                return -ENOMEM;
-        (void)snprintf(p, n, "%s/%s", state_dir, CREDENTIALS_FILE);
-        *ret = p;
-        return 0;
 }
 
 /* A non-empty string without an embedded NUL, copied; -EBADMSG otherwise. */
@@ -127,17 +112,13 @@ int credentials_load(const char *state_dir, Credentials **ret)
         _cleanup_(json_tokener_erase_and_freep) json_tokener *tok = NULL;
         _cleanup_(json_object_putp) json_object *root = NULL;
         _cleanup_(secret_buf_done) SecretBuf text = {};
-        _cleanup_free_ char *path = NULL;
         int r;
 
-        if (!ret)
+        if (!ret || !state_dir || !*state_dir)
                 return -EINVAL;
 
-        r = credentials_path(state_dir, &path);
-        if (r < 0)
-                return r;
-
-        r = read_file_limited(path, CREDENTIALS_MAX_SIZE, &text.data, &text.len);
+        /* Not through a link: one planted here must not hand us another file's "secret". */
+        r = read_state_file(state_dir, CREDENTIALS_FILE, CREDENTIALS_MAX_SIZE, &text.data, &text.len);
         if (r < 0)
                 return r;
 
@@ -211,6 +192,41 @@ int credentials_store(const char *state_dir, const char *product_id, const char 
         explicit_bzero((char *)s, len);
         json_erase_string(o, "device_secret");
         return r;
+}
+
+int credentials_fix_permissions(const char *state_dir, struct stat *ret_before)
+{
+        _cleanup_close_ int fd = -1;
+        uid_t uid = geteuid();
+        struct stat st;
+        int fixed = 0;
+
+        if (!state_dir || !*state_dir)
+                return -EINVAL;
+
+        fd = open_state_file(state_dir, CREDENTIALS_FILE);
+        if (fd < 0)
+                return fd;
+        if (fstat(fd, &st) < 0)
+                return negative_errno();
+        if (ret_before)
+                *ret_before = st;
+
+        if (st.st_uid != uid) {
+                /* Only root can give a file away; the mode of another user's file is not ours to set. */
+                if (uid != 0)
+                        return CREDENTIALS_NOT_OURS;
+                if (fchown(fd, uid, getegid()) < 0)
+                        return negative_errno();
+                fixed |= CREDENTIALS_OWNER_FIXED;
+        }
+        /* Anything beyond rw for the owner: group or others, but also x, setuid, sticky. */
+        if ((st.st_mode & 07777 & ~(mode_t)0600) != 0) {
+                if (fchmod(fd, 0600) < 0)
+                        return negative_errno();
+                fixed |= CREDENTIALS_MODE_FIXED;
+        }
+        return fixed;
 }
 
 int credentials_match(const Credentials *c, const char *product_id, const char *device_id)

@@ -264,13 +264,12 @@ int journal_parse(const char *text, size_t len, Journal **ret)
 
 int journal_load(const char *state_dir, Journal **ret)
 {
-        _cleanup_free_ char *path = NULL, *text = NULL;
+        _cleanup_free_ char *text = NULL;
         size_t len = 0;
         int r;
 
-        if (asprintf(&path, "%s/%s", state_dir, JOURNAL_FILE) < 0)
-                return -ENOMEM;
-        r = read_file_limited(path, JOURNAL_MAX_SIZE, &text, &len);
+        /* Not through a symbolic link (-ELOOP), nor from a FIFO (-EBADFD): see read_state_file(). */
+        r = read_state_file(state_dir, JOURNAL_FILE, JOURNAL_MAX_SIZE, &text, &len);
         if (r == -ENOENT) {
                 *ret = calloc(1, sizeof(Journal));
                 return *ret ? 0 : -ENOMEM;

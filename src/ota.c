@@ -41,6 +41,7 @@
 #include "notify.h"
 #include "ota.h"
 #include "process.h"
+#include "util/fileio.h"
 #include "util/macro.h"
 #include "util/strings.h"
 #include "util/random-id.h"
@@ -237,7 +238,7 @@ static void ota_with_running_version(Ota *o, VersionThen then)
         } else {
                 r = version_read_fw(o->config, &v);
                 if (r < 0)
-                        log_error_errno(r, "Cannot read the firmware version: %m");
+                        log_error_errno(r, "Cannot read the firmware version: %s", read_error_message(r));
         }
         then(o, v);
 }
@@ -779,8 +780,8 @@ void ota_start(Ota *o)
                         log_warning("%s/%s is corrupt; starting with no OTA job.", o->config->state_dir,
                                     JOURNAL_FILE);
                 else
-                        log_error_errno(r, "Cannot read %s/%s: %m. Starting with no OTA job.",
-                                        o->config->state_dir, JOURNAL_FILE);
+                        log_error_errno(r, "Cannot read %s/%s: %s. Starting with no OTA job.",
+                                        o->config->state_dir, JOURNAL_FILE, read_error_message(r));
                 o->journal = calloc(1, sizeof(Journal));
                 if (!o->journal) {
                         log_error("Out of memory.");

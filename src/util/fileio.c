@@ -2,10 +2,14 @@
 /*
  * File helpers. write_file_atomic() is the one place that knows how to make
  * a file durable: temporary file, fsync, rename, fsync of the directory, in
- * that order; a failure before the rename leaves no temporary file behind.
+ * that order; a failure before the rename leaves no temporary file behind,
+ * and what a kill leaves, remove_stale_tmpfiles() removes at the next start.
  * The readers never allocate more than their caller's limit, and they erase
- * what they drop on the way, because they also read secrets.
+ * what they drop on the way, because they also read secrets. They read
+ * regular files only, and never block in open(): a FIFO planted where a
+ * file should be must not hang the daemon before it can answer SIGTERM.
  */
+#include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdbool.h>
@@ -92,6 +96,54 @@ static int tmpfile_fill(int fd, const void *data, size_t len, mode_t mode)
         return 0;
 }
 
+/* Whether ENTRY is a name open_tmpfile() makes for NAME. */
+static bool tmpfile_name_of(const char *entry, const char *name)
+{
+        size_t n = strlen(name);
+        const char *suffix;
+
+        if (strncmp(entry, name, n) != 0 || strncmp(entry + n, ".tmp.", 5) != 0)
+                return false;
+        suffix = entry + n + 5;
+        return strlen(suffix) == RANDOM_ID_LEN && strspn(suffix, RANDOM_ID_SYMBOLS) == RANDOM_ID_LEN;
+}
+
+static void closedirp(DIR **d)
+{
+        if (*d)
+                closedir(*d);
+}
+
+int remove_stale_tmpfiles(const char *dir, const char *name)
+{
+        _cleanup_(closedirp) DIR *d = NULL;
+        int removed = 0, r = 0;
+
+        if (!dir || !filename_valid(name))
+                return -EINVAL;
+
+        d = opendir(dir);
+        if (!d)
+                return negative_errno();
+
+        /* errno tells readdir()'s end from its failure: cleared before each call. */
+        errno = 0;
+        for (struct dirent *de; (de = readdir(d)); errno = 0) {
+                if (!tmpfile_name_of(de->d_name, name))
+                        continue;
+                if (unlinkat(dirfd(d), de->d_name, 0) < 0) {
+                        if (r == 0)
+                                r = negative_errno();
+                        continue;
+                }
+                removed++;
+        }
+        if (errno != 0 && r == 0)
+                r = negative_errno();
+
+        return r < 0 ? r : removed;
+}
+
 int write_file_atomic(const char *dir, const char *name, const void *data, size_t len, mode_t mode)
 {
         _cleanup_close_ int dfd = -1;
@@ -151,27 +203,60 @@ static int buffer_grow(char **buf, size_t len, size_t new_size)
         return 0;
 }
 
-int read_file_limited(const char *path, size_t max, char **ret, size_t *ret_len)
+/* What a reader makes of ST: 0 for a regular file, else why it is refused. */
+static int stat_check_regular(const struct stat *st)
 {
-        _cleanup_close_ int fd = -1;
+        if (S_ISREG(st->st_mode))
+                return 0;
+        if (S_ISDIR(st->st_mode))
+                return -EISDIR;
+        if (S_ISLNK(st->st_mode)) /* only seen when not following */
+                return -ELOOP;
+        return -EBADFD;
+}
+
+/*
+ * Opens DFD/PATH for reading if it is a regular file; NOFOLLOW refuses a
+ * symbolic link as its last component. Returns the fd or -errno.
+ */
+static int open_regular(int dfd, const char *path, bool nofollow)
+{
+        _cleanup_close_ int opened = -1;
+        struct stat st;
+        int r;
+
+        /* Checked before open() too: opening a device can act by itself (a watchdog arms, a tape
+         * rewinds), and a FIFO would block without O_NONBLOCK. */
+        if (fstatat(dfd, path, &st, nofollow ? AT_SYMLINK_NOFOLLOW : 0) < 0)
+                return negative_errno();
+        r = stat_check_regular(&st);
+        if (r < 0)
+                return r;
+
+        /* O_NONBLOCK: it may have been swapped for a FIFO since; the fstat() below refuses that. */
+        opened = openat(dfd, path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | (nofollow ? O_NOFOLLOW : 0));
+        if (opened < 0)
+                return negative_errno();
+        if (fstat(opened, &st) < 0)
+                return negative_errno();
+        r = stat_check_regular(&st);
+        if (r < 0)
+                return r;
+
+        return TAKE_FD(opened);
+}
+
+/* Reads all of FD, a regular file, into a new buffer; see read_file_limited(). */
+static int read_fd_limited(int fd, size_t max, char **ret, size_t *ret_len)
+{
         char *buf = NULL;
         size_t size, len = 0;
         struct stat st;
         int r;
 
-        /* max + 1 must not overflow, and read() takes at most SSIZE_MAX. */
-        if (!path || !ret || max >= SSIZE_MAX)
-                return -EINVAL;
-
-        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-        if (fd < 0)
-                return negative_errno();
-
         if (fstat(fd, &st) < 0)
                 return negative_errno();
-        if (S_ISDIR(st.st_mode))
-                return -EISDIR;
-        if (S_ISREG(st.st_mode) && (uint64_t)st.st_size > max)
+        if ((uint64_t)st.st_size > max)
                 return -EFBIG;
 
         /*
@@ -179,7 +264,7 @@ int read_file_limited(const char *path, size_t max, char **ret, size_t *ret_len)
          * the file may grow meanwhile); reading one byte past MAX is what tells
          * a file that is too big.
          */
-        size = (S_ISREG(st.st_mode) && st.st_size > 0 ? (size_t)st.st_size : MIN(max, (size_t)4095)) + 1;
+        size = (st.st_size > 0 ? (size_t)st.st_size : MIN(max, (size_t)4095)) + 1;
         buf = malloc(size);
         if (!buf)
                 return -ENOMEM;
@@ -221,6 +306,61 @@ fail:
         explicit_bzero(buf, len);
         free(buf);
         return r;
+}
+
+int read_file_limited(const char *path, size_t max, char **ret, size_t *ret_len)
+{
+        _cleanup_close_ int fd = -1;
+
+        /* max + 1 must not overflow, and read() takes at most SSIZE_MAX. */
+        if (!path || !ret || max >= SSIZE_MAX)
+                return -EINVAL;
+
+        fd = open_regular(AT_FDCWD, path, false);
+        if (fd < 0)
+                return fd;
+        return read_fd_limited(fd, max, ret, ret_len);
+}
+
+int open_state_file(const char *dir, const char *name)
+{
+        _cleanup_close_ int dfd = -1;
+
+        if (!dir || !filename_valid(name))
+                return -EINVAL;
+
+        dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd < 0)
+                return negative_errno();
+        return open_regular(dfd, name, true);
+}
+
+int read_state_file(const char *dir, const char *name, size_t max, char **ret, size_t *ret_len)
+{
+        _cleanup_close_ int fd = -1;
+
+        if (!ret || max >= SSIZE_MAX)
+                return -EINVAL;
+
+        fd = open_state_file(dir, name);
+        if (fd < 0)
+                return fd;
+        return read_fd_limited(fd, max, ret, ret_len);
+}
+
+const char *read_error_message(int error)
+{
+        error = error < 0 ? -error : error;
+
+        switch (error) {
+        case EBADFD:
+                return "not a regular file";
+        case ELOOP:
+                /* The same code for a refused link and for a loop of links. */
+                return "a symbolic link (not allowed here), or a loop of them";
+        default:
+                return strerror(error);
+        }
 }
 
 int read_one_line_file(const char *path, char **ret)

@@ -10,7 +10,7 @@
 #include "util/macro.h"
 #include "util/random-id.h"
 
-static const char random_id_symbols[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ";
+static const char random_id_symbols[] = RANDOM_ID_SYMBOLS;
 #define RANDOM_ID_NSYMBOLS (sizeof(random_id_symbols) - 1)
 
 /*

@@ -5,6 +5,7 @@
 #include <stdint.h>
 
 #define RANDOM_ID_LEN 12
+#define RANDOM_ID_SYMBOLS "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 /* Fills RET with RANDOM_ID_LEN characters and a NUL. Returns 0 or -errno. */
 int random_id(char ret[RANDOM_ID_LEN + 1]);

@@ -65,6 +65,10 @@ static void setup(void)
         put("device-id", "  SN-0042:rev.B\n\n");
         put("machine-id", "0123456789abcdef0123456789abcdef\n");
         put("machine-id-uninitialized", "uninitialized\n");
+        /* ota.hook must exist and be executable (it is never run); FUZZ_DATA_DIR is the seeds' state_dir. */
+        put("hook", "#!/bin/sh\nexit 0\n");
+        if (chmod(FUZZ_DATA_DIR "/hook", 0755) < 0)
+                abort();
         /* As test-config does: never the host's /etc/machine-id. */
         setenv("KRTIOT_MACHINE_ID_FILE", FUZZ_DATA_DIR "/machine-id", 1);
 }

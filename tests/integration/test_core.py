@@ -361,6 +361,38 @@ def test_check_config(krtiotd):
     assert d.conf_path in broken.stdout + broken.stderr
 
 
+def test_check_config_finds_what_would_fail_later(krtiotd):
+    """A hook that cannot run, a missing state directory, a version no OTA
+    target can equal, user info in the broker URI: each would only show
+    when an update, a registration or a login came. All reported at once."""
+    d = krtiotd(start=False)
+    good = d.run("--check-config")
+    assert good.returncode == 0, good.stdout + good.stderr   # the control
+    not_executable = os.path.join(d.dir, "not-executable")
+    with open(not_executable, "w") as f:
+        f.write("#!/bin/sh\n")
+    d.write_config({"ota.hook": not_executable, "state_dir": os.path.join(d.dir, "no-such-dir"),
+                    "device.fw_version_file": None, "device.fw_version": "2.0 beta",
+                    "mqtt.uri": "tcp://D1:pw-4d2f9a@127.0.0.1:1883"})
+    bad = d.run("--check-config")
+    assert bad.returncode == EX_CONFIG, bad.stdout + bad.stderr
+    for key, what in (("ota.hook", "is not executable"), ("state_dir", "does not exist"),
+                      ("device.fw_version", "must be 1-64 characters"),
+                      ("mqtt.uri", "must not hold a user name or password")):
+        assert_names_key(bad.stderr, d.conf_path, key, d.config_lines[key])
+        assert re.search(r":%d: %s: .*%s" % (d.config_lines[key], re.escape(key), re.escape(what)),
+                         bad.stderr), bad.stderr
+    assert "pw-4d2f9a" not in bad.stderr
+
+    d.write_config(replace=True)
+    d.write_config_text(d.config_text().replace("report = {", "/* report = {"))
+    line = d.config_text().splitlines().index("/* report = {") + 1
+    unclosed = d.run("--check-config")
+    assert unclosed.returncode == EX_CONFIG, unclosed.stdout + unclosed.stderr
+    assert "%s:%d: syntax error: /* comment is never closed" % (d.conf_path, line) in unclosed.stderr, \
+        unclosed.stderr
+
+
 def test_version_and_help(krtiotd_binary):
     def run(*args):
         return subprocess.run([krtiotd_binary] + list(args), stdin=subprocess.DEVNULL,
@@ -470,3 +502,94 @@ def test_broker_granting_qos0_only_is_named_not_blamed_on_a_twin(krtiotd, platfo
                                          d.log_text())]
     assert delays and max(delays) <= 5, delays
     assert d.running()
+
+
+# -- files that are not regular files ------------------------------------------------
+#
+# open() of a FIFO blocks until a writer comes: before READY=1, where SIGTERM
+# is not watched yet, that was a daemon hung for good. Every file the daemon
+# reads is opened without blocking and must be a regular file.
+
+def assert_stops_quickly(d, timeout=5):
+    """SIGTERM is obeyed within TIMEOUT seconds, exit status 0."""
+    d.signal(signal.SIGTERM)
+    try:
+        rc = d.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise AssertionError("krtiotd did not stop within %ss of SIGTERM (hung?); log:\n%s"
+                             % (timeout, d.log_tail())) from None
+    assert rc == 0, d.log_tail()
+
+
+def test_fifo_as_credentials_does_not_hang(krtiotd, platform, notify_socket):
+    platform.enable_registration("P1", "product-secret-fifo", devices=["D1"])
+    d = krtiotd(seed=False, start=False, product_secret="product-secret-fifo")
+    os.mkfifo(d.credentials_path, 0o600)
+    d.start()
+    d.wait_log(r"Cannot read %s: not a regular file\. Registering with the product secret\."
+               % re.escape(d.credentials_path), timeout=10)
+    notify_socket.wait_for("READY=1", timeout=10, pid=d.pid)
+    # It goes on: it registers, and the secret replaces the FIFO (rename).
+    platform.wait_registration_event("D1", "password-changed", timeout=30)
+    platform.wait_for_report("D1", timeout=30)
+    assert_stops_quickly(d)
+    assert d.read_credentials()["device_secret"] == platform.issued_secret("D1")
+
+
+def test_symlink_as_credentials_is_refused(krtiotd, platform, tmp_path):
+    """A link planted in the state directory is not followed, even to a
+    well-formed store: the daemon registers instead of logging in with it."""
+    d = krtiotd(start=False)  # seeds, and provisions D1 with that secret
+    elsewhere = tmp_path / "elsewhere.json"
+    os.replace(d.credentials_path, elsewhere)
+    os.symlink(elsewhere, d.credentials_path)
+    before = elsewhere.read_bytes()
+    d.start()
+    d.wait_log(r"Cannot read %s: a symbolic link \(not allowed here\), or a loop of them\. "
+               r"Registering with the product secret\." % re.escape(d.credentials_path), timeout=10)
+    assert d.running()
+    assert_stops_quickly(d)
+    assert elsewhere.read_bytes() == before
+
+
+def test_fifo_as_fw_version_file_does_not_hang(krtiotd, platform, notify_socket):
+    d = krtiotd(start=False)
+    os.unlink(d.fw_version_path)
+    os.mkfifo(d.fw_version_path, 0o600)
+    d.start()
+    notify_socket.wait_for("READY=1", timeout=10, pid=d.pid)
+    m = platform.wait_for_report("D1", timeout=20)
+    assert m.json["FW_VERSION"] == "unknown", m.json
+    d.wait_log(r"Cannot read the firmware version from %s: not a regular file"
+               % re.escape(d.fw_version_path), timeout=5)
+    assert_stops_quickly(d)
+
+
+def test_fifo_as_config_file_exits_78(krtiotd, notify_socket):
+    d = krtiotd(start=False)
+    os.unlink(d.conf_path)
+    os.mkfifo(d.conf_path, 0o600)
+    check = d.run("--check-config", timeout=10)
+    assert check.returncode == EX_CONFIG, check.stdout + check.stderr
+    assert "%s: cannot read: not a regular file" % d.conf_path in check.stderr, check.stderr
+    d.start()
+    try:
+        rc = d.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        raise AssertionError("krtiotd hangs on a FIFO as its config file; log:\n" + d.log_tail()) from None
+    assert rc == EX_CONFIG, d.log_tail()
+    assert "%s: cannot read: not a regular file" % d.conf_path in d.log_text()
+    assert notify_socket.count("READY=1") == 0
+
+
+def test_config_file_may_be_a_symlink(krtiotd, tmp_path):
+    """The positive control of the test above: integrators link the config
+    file (and version and ID files) from elsewhere; links are followed."""
+    d = krtiotd(start=False)
+    real = tmp_path / "real.conf"
+    os.replace(d.conf_path, real)
+    os.symlink(real, d.conf_path)
+    os.replace(d.fw_version_path, tmp_path / "fw_version.real")
+    os.symlink(tmp_path / "fw_version.real", d.fw_version_path)
+    r = d.run("--check-config")
+    assert r.returncode == 0, r.stdout + r.stderr

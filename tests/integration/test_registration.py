@@ -555,11 +555,14 @@ def test_crash_at_rename(krtiotd, platform, broker, tmp_path, observer_factory):
     assert not os.path.exists(d.credentials_path)
     leftovers = [n for n in os.listdir(d.state_dir) if n.startswith("credentials.json.tmp.")]
     print("temporary files left by the crash: %r" % leftovers)
+    assert leftovers, "the kill before the rename left no temporary file: the premise failed"
     first = platform.issued_secret("D1")
     platform.wait_registration_event("D1", "no-receipt", timeout=10)
     secret = restart_and_check(d, platform, broker, obs, timeout=30)
     assert secret != first
     assert_credentials(d, secret)
+    # Each held a secret (the first, never acknowledged): the start removed them.
+    assert not set(leftovers) & set(os.listdir(d.state_dir)), os.listdir(d.state_dir)
 
 
 def dir_fsync_injection(cal):
@@ -604,3 +607,56 @@ def test_crash_right_after_receipt(krtiotd, platform, broker, observer_factory):
     requests = cmd20_count(platform)
     assert restart_and_check(d, platform, broker, obs, timeout=20) == secret
     assert cmd20_count(platform) == requests, "registered again although the secret was stored"
+
+
+# -- hygiene of the stored secret at start --------------------------------------------
+
+STALE_TMP = "credentials.json.tmp.0123456789AB"   # as write_file_atomic() names them
+
+
+def test_start_makes_the_stored_secret_private_and_removes_stale_copies(krtiotd, platform):
+    """A kill during registration leaves credentials.json.tmp.* files, each
+    holding a secret, and someone may have opened credentials.json up: at
+    start the copies go, and the store is 0600 again, with a warning."""
+    d = krtiotd(start=False)  # seeds credentials.json and provisions D1 with its secret
+    os.chmod(d.credentials_path, 0o644)
+    stale = os.path.join(d.state_dir, STALE_TMP)
+    with open(stale, "w") as f:
+        json.dump({"product_id": "P1", "device_id": "D1", "device_secret": "stale-secret"}, f)
+    other = os.path.join(d.state_dir, "credentials.json.tmp.not-ours")  # not a name we make: kept
+    open(other, "w").close()
+    stale_journal = os.path.join(d.state_dir, "ota-journal.json.tmp.ZYXWVUTSRQPO")
+    open(stale_journal, "w").close()
+
+    d.start()
+    platform.wait_for_report("D1", timeout=20)     # it still logs in with the stored secret
+    assert stat.S_IMODE(os.stat(d.credentials_path).st_mode) == 0o600
+    assert re.search(r"^<4>%s had mode 0644: made it 0600 again" % re.escape(d.credentials_path),
+                     d.log_text(), re.M), d.log_tail()
+    assert not os.path.exists(stale) and not os.path.exists(stale_journal)
+    assert os.path.exists(other)
+    assert re.search(r"Removed 1 stale temporary file\(s\) %s\.tmp\.\*" % re.escape(d.credentials_path),
+                     d.log_text()), d.log_tail()
+    assert "stale-secret" not in d.log_text()
+    assert d.read_credentials()["device_secret"] == d.device_secret
+
+    # A clean start says nothing of the kind: the warning is about this file, not a habit.
+    d.stop()
+    mark = d.log_mark()
+    d.start()
+    platform.wait_for_report("D1", since=platform.mark(), timeout=20)
+    assert "made it 0600" not in d.log_text()[mark:] and "stale temporary" not in d.log_text()[mark:]
+
+
+def test_start_takes_back_a_store_owned_by_another_user(krtiotd, platform):
+    """As root, a credentials.json of another user is given back to us."""
+    if os.geteuid() != 0:
+        pytest.skip("not root: only root can give a file to another user")
+    d = krtiotd(start=False)
+    os.chown(d.credentials_path, 65534, 65534)
+    d.start()
+    platform.wait_for_report("D1", timeout=20)
+    st = os.stat(d.credentials_path)
+    assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (0, 0o600)
+    assert re.search(r"^<4>%s belonged to uid 65534: it is ours \(uid 0\) again" % re.escape(d.credentials_path),
+                     d.log_text(), re.M), d.log_tail()

@@ -167,18 +167,61 @@ def test_maintainer_scripts(deb, tmp_path):
     assert f"deb-systemd-helper purge '{UNIT}'" in postrm
 
 
+# Where the shipped config's defaults point: provided on a device by the
+# package (the hook) and by the unit's StateDirectory= (the directory).
+DEFAULT_HOOK = "/usr/lib/krtiot/hooks/swupdate"
+DEFAULT_STATE_DIR = "/var/lib/krtiot"
+
+
 def test_shipped_config_loads(root, tmp_path):
     """What a fresh install runs with: the shipped /etc/krtiot.conf loads
-    (a config error would be exit 78, i.e. a unit that fails to start)."""
+    (a config error would be exit 78, i.e. a unit that fails to start).
+
+    It leaves state_dir and ota.hook at their defaults, and krtiotd checks
+    that those exist. This host need not have them (the package is not
+    installed here, systemd has not started the unit), so the file is
+    checked twice: as shipped, where nothing but those two may be reported
+    missing; and with the two pointed at what the package ships and at a
+    directory like the one StateDirectory= makes, where nothing may be
+    reported at all."""
     machine_id = tmp_path / "machine-id"
     machine_id.write_text("0123456789abcdef0123456789abcdef\n")
     env = dict(os.environ, KRTIOT_MACHINE_ID_FILE=str(machine_id))
     krtiotd = str(root / "usr/sbin/krtiotd")
-    r = run([krtiotd, "-c", str(root / "etc/krtiot.conf"), "--check-config"], env=env)
+    shipped = root / "etc/krtiot.conf"
+    assert shipped.read_bytes() == (root / "usr/share/doc/krtiot/examples/krtiot.conf").read_bytes()
+
+    # The defaults are what the package and the unit provide.
+    assert os.access(root / DEFAULT_HOOK.lstrip("/"), os.X_OK), f"the package ships no {DEFAULT_HOOK}"
+    assert unit_settings(root / UNIT_DIR / UNIT)["StateDirectory"] == [os.path.basename(DEFAULT_STATE_DIR)]
+
+    r = run([krtiotd, "-c", str(shipped), "--check-config"], env=env)
+    missing_here = []
+    if not os.path.isdir(DEFAULT_STATE_DIR):
+        missing_here.append(f"{shipped}: state_dir: {DEFAULT_STATE_DIR} (the default) does not exist "
+                            "(krtiot.service's StateDirectory= creates it)")
+    if not os.path.exists(DEFAULT_HOOK):
+        missing_here.append(f"{shipped}: ota.hook: {DEFAULT_HOOK} (the default) does not exist")
+    if missing_here:
+        print("not on this host: " + "; ".join(missing_here))
+        errors = [re.sub(r"^<\d>", "", line) for line in r.stderr.splitlines()]
+        assert r.returncode == 78, r.stdout + r.stderr
+        assert errors == missing_here + [f"{shipped}: configuration refused."], r.stderr
+    else:
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "configuration OK" in r.stdout and f"OTA hook  {DEFAULT_HOOK}" in r.stdout, r.stdout
+
+    # The same file with the two defaults pointed at the package's hook and a state directory.
+    text = shipped.read_text()
+    assert not re.search(r"^\s*(state_dir|ota)\s*=", text, re.M), \
+        "the shipped file now sets state_dir or ota: this test appends them"
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    pointed = tmp_path / "pointed.conf"
+    pointed.write_text(text + f'\nstate_dir = "{state}";\nota = {{ hook = "{root / DEFAULT_HOOK.lstrip("/")}"; }};\n')
+    r = run([krtiotd, "-c", str(pointed), "--check-config"], env=env)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "configuration OK" in r.stdout
-    assert (root / "etc/krtiot.conf").read_bytes() == \
-        (root / "usr/share/doc/krtiot/examples/krtiot.conf").read_bytes()
     # And a bad one is exit 78, which the unit's RestartPreventExitStatus= names.
     bad = tmp_path / "bad.conf"
     bad.write_text((root / "etc/krtiot.conf").read_text() + "\nno_such_key = 1;\n")

@@ -31,6 +31,11 @@
 #define MAN_PAGE TEST_DATA_DIR "/../../../man/krtiot.conf.5.scd"
 #define EXAMPLE TEST_DATA_DIR "/../../../conf/krtiot.conf"
 #define SECRET "NeverPrintMe-7f3a" /* the product.secret of the bad files */
+#define VERSION_MUST                                                                                        \
+        "must be 1-64 characters of 0-9A-Za-z._+~- other than \".\" and \"..\", as OTA targets are"
+#define USERINFO_MUST_NOT                                                                                   \
+        "must not hold a user name or password (USER:PASSWORD@): the device logs in with its device ID "    \
+        "and secret"
 
 static char tmpdir[] = "/tmp/test-config.XXXXXX";
 
@@ -145,7 +150,7 @@ static void is_argv(char **argv, const char *const *want, const char *name)
 static void check_minimal(const Config *c)
 {
         is_int(c->log_level, LOG_INFO, "minimal: log_level defaults to info");
-        is_str(c->state_dir, "/var/lib/krtiot", "minimal: state_dir default");
+        is_str(c->state_dir, DATA, "minimal: state_dir (its default is test_defaults' business)");
         is_str(c->mqtt_uri, "tcp://broker.example.com:1883", "minimal: uri as written");
         ok(!c->mqtt_tls, "minimal: tcp:// is not TLS");
         is_str(c->mqtt_host, "broker.example.com", "minimal: host");
@@ -166,8 +171,8 @@ static void check_minimal(const Config *c)
         ok(!c->fw_version_from_hook, "minimal: fw_version not from the hook");
         is_int(c->report_interval, 3600, "minimal: report.interval default");
         is_int(c->registration_timeout, 30, "minimal: registration.timeout default");
-        is_str(c->ota_hook, HOOKS_DIR "/swupdate", "minimal: ota.hook default");
-        is_str(c->ota_download_dir, "/var/lib/krtiot/download", "minimal: download_dir under state_dir");
+        is_str(c->ota_hook, DATA "/hook", "minimal: ota.hook (its default: test_defaults)");
+        is_str(c->ota_download_dir, DATA "/download", "minimal: download_dir under state_dir");
         is_argv(c->ota_reboot_argv, (const char *const[]){ "/bin/systemctl", "reboot", NULL },
                 "minimal: default reboot command is two words");
         ok(!c->ota_report_progress, "minimal: report_progress default off");
@@ -184,7 +189,7 @@ static void check_minimal(const Config *c)
 static void check_full(const Config *c)
 {
         is_int(c->log_level, LOG_DEBUG, "full: log_level");
-        is_str(c->state_dir, "/srv/krtiot", "full: state_dir");
+        is_str(c->state_dir, DATA, "full: state_dir");
         is_str(c->mqtt_host, "10.0.0.1", "full: host");
         is_int(c->mqtt_port, 16007, "full: port");
         is_str(c->mqtt_client_id, "Prod-1.a_b:c:Dev-9", "full: client_id template expanded");
@@ -199,7 +204,7 @@ static void check_full(const Config *c)
         is_str(c->fw_version_file, "/etc/krtiot/fw_version", "full: fw_version_file");
         is_int(c->report_interval, 600, "full: report.interval");
         is_int(c->registration_timeout, 45, "full: registration.timeout");
-        is_str(c->ota_hook, "/usr/local/lib/krtiot/rauc", "full: ota.hook");
+        is_str(c->ota_hook, DATA "/hook", "full: ota.hook");
         is_str(c->ota_download_dir, "/data/download", "full: download_dir");
         is_argv(c->ota_reboot_argv, (const char *const[]){ "/sbin/reboot", "-f", NULL },
                 "full: reboot command split on runs of spaces");
@@ -339,7 +344,7 @@ static const struct {
           "@F@:17: report.interval: expected an integer, got a group\n"
           "@F@:20: ota.report_progress: expected a boolean, got a string\n"
           "@F@:21: ota.retries: expected an integer, got an array\n"
-          "@F@:23: registration: expected a group, got an integer\n" },
+          "@F@:24: registration: expected a group, got an integer\n" },
         { "bad-range.conf", -EINVAL,
           "@F@:3: mqtt.keepalive: 4 is out of range 5..65535\n"
           "@F@:4: mqtt.reconnect_max: 86401 is out of range 1..86400\n"
@@ -392,8 +397,24 @@ static const struct {
         { "bad-device-id.conf", -EINVAL,
           "@F@:5: product.id: must be 1..64 characters of A-Z a-z 0-9 . _ : -\n"
           "@F@:9: device.id: must be 1..64 characters of A-Z a-z 0-9 . _ : -\n"
-          "@F@:10: device.hw_version: must be 1..64 printable characters\n"
-          "@F@:11: device.fw_version: must be 1..64 printable characters\n" },
+          "@F@:10: device.hw_version: " VERSION_MUST "\n"
+          "@F@:11: device.fw_version: " VERSION_MUST "\n" },
+        { "bad-version.conf", -EINVAL,
+          "@F@:11: device.hw_version: " VERSION_MUST "\n"
+          "@F@:12: device.fw_version: " VERSION_MUST "\n" },
+        /* Found by review: libconfig 1.5 took the rest of the file for a comment, silently. */
+        { "bad-comment.conf", -EINVAL,
+          "@F@:12: syntax error: /* comment is never closed: the rest of the file would be ignored\n" },
+        { "bad-uri-userinfo.conf", -EINVAL, "@F@:4: mqtt.uri: " USERINFO_MUST_NOT "\n" },
+        /* Found by review: a hook that cannot run was only found when an update came. */
+        { "bad-hook.conf", -EINVAL,
+          "@F@:2: state_dir: @D@/no-such-state-dir does not exist\n"
+          "@F@:5: mqtt.keepalive: 1 is out of range 5..65535\n"
+          "@F@:17: ota.hook: @D@/no-such-hook does not exist\n" },
+        { "bad-hook-not-executable.conf", -EINVAL,
+          "@F@:2: state_dir: @D@/device-id is not a directory\n"
+          "@F@:16: ota.hook: @D@/device-id is not executable\n" },
+        { "bad-hook-directory.conf", -EINVAL, "@F@:16: ota.hook: @D@ is a directory, not a program\n" },
         { "bad-secret-empty.conf", -EINVAL, "@F@:6: product.secret_file: @D@/empty.secret is empty\n" },
         { "bad-three.conf", -EINVAL,
           "@F@:4: mqtt.keepalive: 1 is out of range 5..65535\n"
@@ -447,10 +468,12 @@ static void test_bad(void)
         ok(with_secret >= 15, "the secret check ran on most bad files");
 }
 
-/* Files a data directory cannot hold well: too big, binary, a directory. */
+/* Files a data directory cannot hold well: too big, binary, a directory, a FIFO, a link. */
 static void test_unreadable(void)
 {
-        _cleanup_free_ char *big = malloc(CONFIG_MAX_FILE_SIZE + 1), *big_path = NULL, *nul_path = NULL;
+        _cleanup_free_ char *big = malloc(CONFIG_MAX_FILE_SIZE + 1), *big_path = NULL, *nul_path = NULL,
+                            *fifo = NULL, *target = NULL, *link = NULL, *errors = NULL;
+        _cleanup_config_ Config *c = NULL;
         static const char nul[] = "mqtt = {\0};\n";
 
         if (!big)
@@ -465,6 +488,18 @@ static void test_unreadable(void)
                   "NUL byte");
 
         check_bad(tmpdir, -EISDIR, "@F@: cannot read: Is a directory\n", "a directory");
+
+        /* Nobody writes to it: opened blocking, this would hang (and the daemon with it). */
+        if (asprintf(&fifo, "%s/fifo.conf", tmpdir) < 0 || mkfifo(fifo, 0600) < 0)
+                abort();
+        check_bad(fifo, -EBADFD, "@F@: cannot read: not a regular file\n", "a FIFO");
+
+        /* Integrators link the file from elsewhere: followed. */
+        target = stage("good-minimal.conf");
+        if (asprintf(&link, "%s/link.conf", tmpdir) < 0 || symlink(target, link) < 0)
+                abort();
+        is_int(load(link, &errors, &c), 0, "a symbolic link to a good file loads");
+        is_str(errors, "", "  without a word");
 }
 
 /* ---- generated: URIs, client id templates, integer literals ---- */
@@ -478,7 +513,8 @@ static const char template[] = "mqtt = {\n"
                                "};\n"
                                "product = { id = \"P1\"; secret = \"" SECRET "\"; };\n"
                                "device = { id = \"D1\"; hw_version = \"1\"; fw_version = \"2\"; };\n"
-                               "ota = { @OTA@ };\n";
+                               "ota = { hook = \"" DATA "/hook\"; @OTA@ };\n"
+                               "state_dir = \"" DATA "\";\n";
 
 static const struct {
         const char *mqtt, *ota;
@@ -491,7 +527,10 @@ static const struct {
         { "uri = \"tcp://[::1]x:1\";", "", "@F@:2: mqtt.uri: has text between the address and :PORT\n" },
         { "uri = \"tcp://[::1:1883\";", "", "@F@:2: mqtt.uri: has an unterminated [\n" },
         { "uri = \"tcp://[host]:1883\";", "", "@F@:2: mqtt.uri: has an invalid IPv6 address\n" },
-        { "uri = \"tcp://user@host:1883\";", "", "@F@:2: mqtt.uri: has an invalid host name\n" },
+        { "uri = \"tcp://user@host:1883\";", "", "@F@:2: mqtt.uri: " USERINFO_MUST_NOT "\n" },
+        /* Found by review: this was "port must be a number 1..65535". */
+        { "uri = \"tcp://user:pass@host:1883\";", "", "@F@:2: mqtt.uri: " USERINFO_MUST_NOT "\n" },
+        { "uri = \"ssl://user:pass@[::1]:8883\";", "", "@F@:2: mqtt.uri: " USERINFO_MUST_NOT "\n" },
         { "uri = \"tcp://:1883\";", "", "@F@:2: mqtt.uri: host is missing\n" },
         { "uri = \"tcp://host:\";", "", "@F@:2: mqtt.uri: port is missing\n" },
         { "uri = \"tcp://host:0\";", "", "@F@:2: mqtt.uri: port must be a number 1..65535\n" },
@@ -596,13 +635,110 @@ static void test_known_keys(void)
         is_int(n, 31, "config_known_keys lists every key");
 }
 
+/* ---- the defaults of state_dir and ota.hook: there on a device, maybe not here ---- */
+
+#define DEFAULT_STATE_DIR "/var/lib/krtiot"
+#define DEFAULT_HOOK HOOKS_DIR "/swupdate"
+#define STATE_DIR_MISSING                                                                                   \
+        "@F@: state_dir: " DEFAULT_STATE_DIR " (the default) does not exist (krtiot.service's "             \
+        "StateDirectory= creates it)\n"
+#define HOOK_MISSING "@F@@L@: ota.hook: " DEFAULT_HOOK " (the default) does not exist\n"
+
+/* 1: PATH is there as it should be, 0: it does not exist, -1: something else (the test cannot say). */
+static int default_path_state(const char *path, bool dir)
+{
+        struct stat st;
+
+        if (stat(path, &st) < 0)
+                return errno == ENOENT ? 0 : -1;
+        if (dir)
+                return S_ISDIR(st.st_mode) ? 1 : -1;
+        return S_ISREG(st.st_mode) && access(path, X_OK) == 0 ? 1 : -1;
+}
+
+static const char *path_state_name(int state)
+{
+        return state > 0 ? "exists" : state == 0 ? "is missing" : "is odd";
+}
+
+/*
+ * What config_load() must say about the defaults on this host ("" when both
+ * are there; "@L@" stands for the line of the ota group), or NULL when one
+ * is there but unusable, which the test cannot predict.
+ */
+static const char *default_path_errors(void)
+{
+        static const char *const table[2][2] = {
+                /* [state dir there][hook there] */
+                [0][0] = STATE_DIR_MISSING HOOK_MISSING,
+                [0][1] = STATE_DIR_MISSING,
+                [1][0] = HOOK_MISSING,
+                [1][1] = "",
+        };
+        int state = default_path_state(DEFAULT_STATE_DIR, true);
+        int hook = default_path_state(DEFAULT_HOOK, false);
+
+        printf("# here %s %s, %s %s\n", DEFAULT_STATE_DIR, path_state_name(state), DEFAULT_HOOK,
+               path_state_name(hook));
+        return state < 0 || hook < 0 ? NULL : table[state][hook];
+}
+
+/* Loads PATH, which leaves state_dir and ota.hook at their defaults (the ota group, if any, on OTA_LINE). */
+static void check_defaults(const char *path, unsigned ota_line, const char *name)
+{
+        _cleanup_free_ char *errors = NULL, *line = NULL, *want = NULL;
+        _cleanup_config_ Config *c = NULL;
+        const char *expect = default_path_errors();
+
+        if (!expect) {
+                tap_count++;
+                printf("ok %u - %s # SKIP a default path is there but not usable\n", tap_count, name);
+                return;
+        }
+        if (*expect) {
+                if ((ota_line ? asprintf(&line, ":%u", ota_line) : asprintf(&line, "%s", "")) < 0)
+                        abort();
+                want = replace_all(expect, "@L@", line);
+                check_bad(path, -EINVAL, want, name);
+                return;
+        }
+
+        printf("# %s\n", name);
+        is_int(load(path, &errors, &c), 0, "defaults: loads where both defaults exist");
+        is_str(errors, "", "defaults: no error output");
+        if (!c)
+                return;
+        is_str(c->state_dir, DEFAULT_STATE_DIR, "defaults: state_dir");
+        is_str(c->ota_hook, DEFAULT_HOOK, "defaults: ota.hook");
+        is_str(c->ota_download_dir, DEFAULT_STATE_DIR "/download", "defaults: download_dir under state_dir");
+}
+
+/*
+ * The defaults are checked like values that are written: they are what the
+ * daemon will use. On a device the package and systemd's StateDirectory=
+ * provide them; where the tests run they may be missing, and then the exact
+ * messages are checked instead.
+ */
+static void test_defaults(void)
+{
+        static const char base[] = "mqtt = { uri = \"tcp://h:1\"; };\n"
+                                   "product = { id = \"P1\"; secret = \"s\"; };\n"
+                                   "device = { id = \"D1\"; hw_version = \"1\"; fw_version = \"2\"; };\n";
+        static const char with_ota[] = "mqtt = { uri = \"tcp://h:1\"; };\n"
+                                       "product = { id = \"P1\"; secret = \"s\"; };\n"
+                                       "device = { id = \"D1\"; hw_version = \"1\"; fw_version = \"2\"; };\n"
+                                       "ota = { retries = 1; };\n";
+        _cleanup_free_ char *p1 = put("defaults.conf", base, strlen(base)),
+                            *p2 = put("defaults-ota.conf", with_ota, strlen(with_ota));
+
+        check_defaults(p1, 0, "defaults, no ota group");
+        check_defaults(p2, 4, "defaults, an ota group (ota.hook reported at its line)");
+}
+
+/* The shipped file leaves state_dir and ota.hook at their defaults. */
 static void test_example(void)
 {
-        _cleanup_free_ char *errors = NULL;
-        _cleanup_config_ Config *c = NULL;
-
-        is_int(load(EXAMPLE, &errors, &c), 0, "the shipped example config is valid");
-        is_str(errors, "", "the shipped example config: no error output");
+        check_defaults(EXAMPLE, 0, "the shipped example config is valid (but for defaults missing here)");
 }
 
 /* The staging directory holds only files. */
@@ -632,6 +768,7 @@ int main(void)
         test_generated();
         test_session_equal();
         test_known_keys();
+        test_defaults();
         test_example();
 
         remove_tmpdir();

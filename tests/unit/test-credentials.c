@@ -3,13 +3,16 @@
  * credentials.c: the store round-trips, is private (0600) and compact, and
  * everything that is not exactly what it writes (truncated at any byte,
  * garbage, a field missing, extra or of the wrong type, too big) is refused
- * with the code the caller relies on.
+ * with the code the caller relies on, leaving *ret untouched; a link or a
+ * FIFO as the store is refused; a store someone opened up is made private
+ * again.
  */
 #include <dirent.h>
 #include <fcntl.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 
 #include "credentials.h"
 #include "tap.h"
@@ -28,25 +31,29 @@ static void put(const char *content, size_t len)
         close(fd);
 }
 
+/* Not a real object: credentials_load() must leave *ret pointing here when it fails. */
+static Credentials sentinel;
+
 /*
  * Writes LEN bytes of CONTENT as the store and loads it: expects ERR, and on
  * failure *ret untouched; on success (ERR 0) a complete object.
  */
 static void load_expect(const char *content, size_t len, int err, const char *name)
 {
-        static Credentials sentinel;
         Credentials *c = &sentinel;
         int r;
 
         put(content, len);
         r = credentials_load(dir, &c);
         is_int(r, err, name);
-        if (r == 0 && c != &sentinel) {
-                if (!c->product_id || !c->device_id || !c->device_secret)
-                        printf("#   a field is missing\n");
-                c = credentials_free(c);
-        } else if (r < 0 && c != &sentinel)
-                printf("#   *ret was changed on failure\n");
+        if (r < 0) {
+                ok(c == &sentinel, "  *ret untouched on failure");
+                return;
+        }
+        ok(c != &sentinel && c && c->product_id && c->device_id && c->device_secret,
+           "  a new object with all three fields");
+        if (c != &sentinel)
+                credentials_free(c);
 }
 
 #define LOAD_FAILS(lit, err, name) load_expect(lit, sizeof(lit) - 1, err, name)
@@ -142,18 +149,20 @@ static void test_corrupt(void)
 
         /* A crash cannot tear our writes, but a copied or hand-edited file can be cut anywhere. */
         for (size_t cut = 0; cut < len; cut++) {
-                Credentials *c = NULL;
+                Credentials *c = &sentinel;
                 int r;
 
                 put(good, cut);
                 r = credentials_load(dir, &c);
-                if (r != -EBADMSG || c) {
-                        printf("#   cut at %zu: %d\n", cut, r);
+                if (r != -EBADMSG || c != &sentinel) {
+                        printf("#   cut at %zu: %d, *ret %s\n", cut, r,
+                               c == &sentinel ? "untouched" : "changed");
                         all = false;
                 }
-                c = credentials_free(c);
+                if (c != &sentinel)
+                        credentials_free(c);
         }
-        ok(all, "the file cut at every byte is -EBADMSG");
+        ok(all, "the file cut at every byte is -EBADMSG, *ret untouched");
 
         /* Sanity: the same helper with the whole text succeeds, so the failures are the cut. */
         load_expect(good, len, 0, "the uncut file loads");
@@ -196,19 +205,130 @@ static void test_corrupt(void)
 
 static void test_missing(void)
 {
-        Credentials *c = NULL;
+        Credentials *c = &sentinel;
         char missing[128];
 
         if (unlink(path) < 0)
                 abort();
         is_int(credentials_load(dir, &c), -ENOENT, "no file is -ENOENT");
-        ok(c == NULL, "  and returns nothing");
+        ok(c == &sentinel, "  and leaves *ret untouched");
 
         snprintf(missing, sizeof(missing), "%s/nope", dir);
         is_int(credentials_load(missing, &c), -ENOENT, "a missing state directory is -ENOENT");
         is_int(credentials_store(missing, "P", "D", "s"), -ENOENT,
                "storing into a missing directory is -ENOENT");
         ok(access(missing, F_OK) < 0, "  and does not create it");
+}
+
+static mode_t file_mode(const char *p)
+{
+        struct stat st;
+
+        return lstat(p, &st) < 0 ? (mode_t)-1 : st.st_mode & 07777;
+}
+
+/* A link or a FIFO planted as the store: refused, never followed, never waited on. */
+static void test_not_regular(void)
+{
+        char elsewhere[160];
+        Credentials *c = &sentinel;
+
+        snprintf(elsewhere, sizeof(elsewhere), "%s.elsewhere", dir);
+        (void)unlink(path);
+        if (credentials_store(dir, "P1", "D1", "planted") < 0 || rename(path, elsewhere) < 0 ||
+            chmod(elsewhere, 0644) < 0 || symlink(elsewhere, path) < 0)
+                abort();
+        is_int(credentials_load(dir, &c), -ELOOP, "a symbolic link as the store is -ELOOP");
+        ok(c == &sentinel, "  *ret untouched");
+        is_int(credentials_fix_permissions(dir, NULL), -ELOOP, "credentials_fix_permissions: -ELOOP too");
+        is_int(file_mode(elsewhere), 0644, "  and the file it points to keeps its mode");
+        if (unlink(path) < 0 || unlink(elsewhere) < 0 || mkfifo(path, 0600) < 0)
+                abort();
+        is_int(credentials_load(dir, &c), -EBADFD, "a FIFO as the store is -EBADFD, without blocking");
+        ok(c == &sentinel, "  *ret untouched");
+        is_int(credentials_fix_permissions(dir, NULL), -EBADFD, "credentials_fix_permissions: -EBADFD too");
+        if (unlink(path) < 0)
+                abort();
+}
+
+/* Runs credentials_fix_permissions() as uid/gid 65534 (nobody) in a child; returns its result, or -EIO. */
+static int fix_permissions_as_nobody(void)
+{
+        int status, fds[2], r = -EIO;
+        pid_t pid;
+
+        if (pipe(fds) < 0)
+                abort();
+        pid = fork();
+        if (pid < 0)
+                abort();
+        if (pid == 0) {
+                close(fds[0]);
+                if (setgid(65534) < 0 || setuid(65534) < 0)
+                        _exit(1);
+                r = credentials_fix_permissions(dir, NULL);
+                _exit(write(fds[1], &r, sizeof(r)) == sizeof(r) ? 0 : 1);
+        }
+        close(fds[1]);
+        if (read(fds[0], &r, sizeof(r)) != sizeof(r))
+                r = -EIO;
+        close(fds[0]);
+        if (waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+                r = -EIO;
+        return r;
+}
+
+static void test_fix_permissions(void)
+{
+        struct stat before = {}, st;
+
+        (void)unlink(path);
+        is_int(credentials_fix_permissions(dir, NULL), -ENOENT, "no store: -ENOENT, nothing to fix");
+
+        is_int(credentials_store(dir, "P1", "D1", "s3cr3t"), 0, "a store");
+        is_int(credentials_fix_permissions(dir, &before), 0, "  as written (0600, ours): nothing to fix");
+        is_int(before.st_mode & 07777, 0600, "  *ret_before is its stat()");
+
+        if (chmod(path, 0644) < 0)
+                abort();
+        is_int(credentials_fix_permissions(dir, &before), CREDENTIALS_MODE_FIXED, "mode 0644: fixed");
+        is_int(before.st_mode & 07777, 0644, "  *ret_before has the old mode");
+        is_int(file_mode(path), 0600, "  the store is 0600 again");
+
+        if (chmod(path, 0700) < 0)
+                abort();
+        is_int(credentials_fix_permissions(dir, NULL), CREDENTIALS_MODE_FIXED, "mode 0700 (x bit): fixed");
+        is_int(file_mode(path), 0600, "  to 0600");
+        if (chmod(path, 0400) < 0)
+                abort();
+        is_int(credentials_fix_permissions(dir, NULL), 0, "mode 0400 (narrower): left alone");
+        is_int(file_mode(path), 0400, "  still 0400");
+        if (chmod(path, 0600) < 0)
+                abort();
+
+        if (geteuid() != 0) {
+                for (int i = 0; i < 5; i++) {
+                        tap_count++;
+                        printf("ok %u # SKIP not root: cannot give the store to another user\n", tap_count);
+                }
+                (void)unlink(path);
+                return;
+        }
+        if (chown(path, 65534, 65534) < 0 || chmod(path, 0640) < 0)
+                abort();
+        is_int(credentials_fix_permissions(dir, &before), CREDENTIALS_OWNER_FIXED | CREDENTIALS_MODE_FIXED,
+               "root, a store of uid 65534 with mode 0640: owner and mode fixed");
+        is_int(before.st_uid, 65534, "  *ret_before has the old owner");
+        ok(stat(path, &st) == 0 && st.st_uid == 0 && (st.st_mode & 07777) == 0600, "  ours and 0600 again");
+
+        /* The other way round: a process that is not root finds root's store, opened up. */
+        if (chmod(path, 0644) < 0 || chmod(dir, 0755) < 0)
+                abort();
+        is_int(fix_permissions_as_nobody(), CREDENTIALS_NOT_OURS,
+               "not root, another user's store: not ours");
+        is_int(file_mode(path), 0644, "  left as it is");
+        if (chmod(dir, 0700) < 0 || unlink(path) < 0)
+                abort();
 }
 
 static void test_match(void)
@@ -238,6 +358,8 @@ int main(void)
         test_replace();
         test_corrupt();
         test_missing();
+        test_not_regular();
+        test_fix_permissions();
         test_match();
 
         if (tap_failed == 0)

@@ -2,7 +2,8 @@
 /*
  * fileio.c: the atomic write (content, mode whatever the umask, replacement
  * by rename, no temporary file left behind, and the order of the syscalls
- * that makes it durable, checked under strace), the bounded reads and
+ * that makes it durable, checked under strace), the bounded reads (regular
+ * files only, never blocking on a FIFO, no link in the state directory) and
  * strstrip().
  *
  * Run as "test-fileio --write-atomic DIR NAME" it only performs one write:
@@ -15,6 +16,7 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -254,6 +256,165 @@ static void test_read_limited(void)
         free(buf);
 }
 
+/* What a kill during write_file_atomic() leaves behind, and only that, goes. */
+static void test_remove_stale_tmpfiles(void)
+{
+        static const char *const stale[] = {
+                "credentials.json.tmp.0123456789AB",
+                "credentials.json.tmp.ZZZZZZZZZZZZ",
+        };
+        static const char *const kept[] = {
+                "credentials.json",               /* the store itself */
+                "credentials.json.tmp.0123456789a", /* lower case: not ours */
+                "credentials.json.tmp.0123456789ABC", /* 13 characters */
+                "credentials.json.tmp.",
+                "credentials.json.tmp.0123456789A",
+                "ota-journal.json.tmp.0123456789AB", /* another NAME's */
+                "xcredentials.json.tmp.0123456789AB",
+        };
+        char dir[128];
+
+        snprintf(dir, sizeof(dir), "%s/stale", tmpdir);
+        if (mkdir(dir, 0755) < 0)
+                abort();
+        for (size_t i = 0; i < ELEMENTSOF(stale); i++)
+                make_file(path_in(dir, stale[i]), "{\"device_secret\":\"s\"}", 0600);
+        for (size_t i = 0; i < ELEMENTSOF(kept); i++)
+                make_file(path_in(dir, kept[i]), "x", 0600);
+        if (mkdir(path_in(dir, "credentials.json.tmp.DIRECTORY000"), 0700) < 0)
+                abort();
+
+        is_int(remove_stale_tmpfiles(dir, "credentials.json"), -EISDIR,
+               "a directory with a temporary file's name cannot be unlinked: -EISDIR");
+        for (size_t i = 0; i < ELEMENTSOF(stale); i++)
+                ok(access(path_in(dir, stale[i]), F_OK) < 0, "  the stale temporary files went anyway");
+        if (rmdir(path_in(dir, "credentials.json.tmp.DIRECTORY000")) < 0)
+                abort();
+
+        for (size_t i = 0; i < ELEMENTSOF(stale); i++)
+                make_file(path_in(dir, stale[i]), "{}", 0600);
+        is_int(remove_stale_tmpfiles(dir, "credentials.json"), 2, "two stale temporary files are removed");
+        is_int(count_entries(dir, NULL, NULL), (int)ELEMENTSOF(kept), "  and nothing else");
+        for (size_t i = 0; i < ELEMENTSOF(kept); i++)
+                ok(access(path_in(dir, kept[i]), F_OK) == 0, kept[i]);
+        is_int(remove_stale_tmpfiles(dir, "credentials.json"), 0, "a second run finds none");
+        is_int(remove_stale_tmpfiles(dir, "ota-journal.json"), 1, "another NAME's");
+
+        /* A completed write leaves nothing to remove, and its file stays. */
+        is_int(write_file_atomic(dir, "f", "x", 1, 0600), 0, "write_file_atomic");
+        is_int(remove_stale_tmpfiles(dir, "f"), 0, "  leaves nothing to remove");
+        ok(access(path_in(dir, "f"), F_OK) == 0, "  and the file it wrote stays");
+
+        is_int(remove_stale_tmpfiles(path_in(dir, "missing"), "f"), -ENOENT, "a missing DIR is -ENOENT");
+        is_int(remove_stale_tmpfiles(dir, "a/b"), -EINVAL, "NAME with a / is -EINVAL");
+        is_int(remove_stale_tmpfiles(dir, ""), -EINVAL, "an empty NAME is -EINVAL");
+}
+
+/* A read that blocks fails the test instead of hanging it until meson's timeout. */
+static void on_alarm(int sig)
+{
+        static const char msg[] = "not ok - a read blocked (on a FIFO?) for 10 s\nBail out!\n";
+
+        (void)!write(STDOUT_FILENO, msg, sizeof(msg) - 1);
+        _exit(1);
+}
+
+/* Where a regular file should be: FIFOs, devices, directories, links. */
+static void test_read_not_regular(void)
+{
+        char dir[128], fifo[160], buf_untouched[] = "untouched";
+        char *buf = buf_untouched;
+        size_t len = 12345;
+        int wfd;
+
+        snprintf(dir, sizeof(dir), "%s/special", tmpdir);
+        snprintf(fifo, sizeof(fifo), "%s/fifo", dir);
+        if (mkdir(dir, 0755) < 0 || mkfifo(fifo, 0600) < 0 || mkdir(path_in(dir, "subdir"), 0755) < 0)
+                abort();
+        make_file(path_in(dir, "regular"), "1.2.3\n", 0644);
+        if (symlink("regular", path_in(dir, "link")) < 0 ||
+            symlink("fifo", path_in(dir, "link-to-fifo")) < 0 || symlink("loop", path_in(dir, "loop")) < 0 ||
+            symlink("subdir", path_in(dir, "link-to-dir")) < 0)
+                abort();
+
+        signal(SIGALRM, on_alarm);
+        alarm(10);
+
+        /* Nobody writes to it: a blocking open() would wait forever. */
+        is_int(read_file_limited(fifo, 100, &buf, &len), -EBADFD, "a FIFO is -EBADFD, without blocking");
+        ok(buf == buf_untouched && len == 12345, "  and the outputs are untouched");
+        is_int(read_one_line_file(fifo, &buf), -EBADFD, "read_one_line_file: a FIFO is -EBADFD");
+
+        /* A FIFO with a writer that never writes: a blocking read() would wait forever. */
+        wfd = open(fifo, O_RDWR | O_CLOEXEC); /* O_RDWR: does not wait for a reader */
+        if (wfd < 0)
+                abort();
+        is_int(read_file_limited(fifo, 100, &buf, &len), -EBADFD, "a FIFO with a silent writer is -EBADFD");
+        close(wfd);
+
+        is_int(read_file_limited(path_in(dir, "link-to-fifo"), 100, &buf, NULL), -EBADFD,
+               "a symbolic link to a FIFO is -EBADFD");
+        is_int(read_file_limited("/dev/null", 100, &buf, NULL), -EBADFD,
+               "/dev/null (a char device) is -EBADFD");
+        is_int(read_file_limited(path_in(dir, "subdir"), 100, &buf, NULL), -EISDIR,
+               "a directory is -EISDIR");
+        is_int(read_file_limited(path_in(dir, "link-to-dir"), 100, &buf, NULL), -EISDIR,
+               "a link to a directory is -EISDIR");
+        is_int(read_file_limited(path_in(dir, "loop"), 100, &buf, NULL), -ELOOP,
+               "a loop of links is -ELOOP");
+        ok(buf == buf_untouched, "  every refusal left the output untouched");
+
+        /* Positive controls: links to regular files are followed; /proc and /sys files (regular, of
+         * size 0) are read. */
+        is_int(read_file_limited(path_in(dir, "link"), 100, &buf, &len), 0,
+               "a link to a regular file is followed");
+        is_str(buf, "1.2.3\n", "  and read");
+        if (buf != buf_untouched)
+                free(buf);
+        buf = NULL;
+        is_int(read_file_limited("/proc/self/stat", 4096, &buf, &len), 0, "/proc/self/stat still reads");
+        ok(buf && len > 0, "  and is not empty");
+        free(buf);
+        buf = NULL;
+        if (access("/sys/class/net/lo/address", R_OK) < 0)
+                skip("/sys/class/net/lo/address is not readable (no sysfs?)");
+        else {
+                is_int(read_one_line_file("/sys/class/net/lo/address", &buf), 0,
+                       "/sys/class/net/lo/address still reads");
+                is_str(buf, "00:00:00:00:00:00", "  the loopback's MAC address");
+                free(buf);
+        }
+
+        /* The state directory's reader: no link, whatever it points to. */
+        buf = buf_untouched;
+        is_int(read_state_file(dir, "regular", 100, &buf, &len), 0, "read_state_file reads a regular file");
+        is_str(buf, "1.2.3\n", "  whole");
+        if (buf != buf_untouched)
+                free(buf);
+        buf = buf_untouched;
+        is_int(read_state_file(dir, "link", 100, &buf, &len), -ELOOP,
+               "read_state_file: a link, even to a regular file, is -ELOOP");
+        is_int(read_state_file(dir, "link-to-dir", 100, &buf, &len), -ELOOP, "  a link to a directory too");
+        is_int(read_state_file(dir, "fifo", 100, &buf, &len), -EBADFD, "read_state_file: a FIFO is -EBADFD");
+        is_int(read_state_file(dir, "subdir", 100, &buf, &len), -EISDIR, "read_state_file: a directory");
+        is_int(read_state_file(dir, "missing", 100, &buf, &len), -ENOENT,
+               "read_state_file: missing is -ENOENT");
+        is_int(read_state_file(dir, "subdir/x", 100, &buf, &len), -EINVAL, "read_state_file: NAME has no /");
+        is_int(read_state_file(dir, "..", 100, &buf, &len), -EINVAL, "read_state_file: NAME is not ..");
+        is_int(read_state_file(path_in(dir, "regular"), "x", 100, &buf, &len), -ENOTDIR,
+               "read_state_file: DIR is a file");
+        ok(buf == buf_untouched, "  every refusal left the output untouched");
+
+        alarm(0);
+
+        is_str(read_error_message(-EBADFD), "not a regular file", "read_error_message: -EBADFD in words");
+        is_str(read_error_message(EBADFD), "not a regular file", "  either sign");
+        is_str(read_error_message(-ELOOP), "a symbolic link (not allowed here), or a loop of them",
+               "read_error_message: -ELOOP");
+        is_str(read_error_message(-ENOENT), "No such file or directory",
+               "read_error_message: others are strerror()");
+}
+
 static void test_strstrip(void)
 {
         static const struct {
@@ -395,6 +556,8 @@ int main(int argc, char *argv[])
         test_modes();
         test_failures();
         test_read_limited();
+        test_read_not_regular();
+        test_remove_stale_tmpfiles();
         test_strstrip();
         test_syscall_order();
 

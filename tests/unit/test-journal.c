@@ -60,20 +60,29 @@ static int entries(void)
         return n;
 }
 
+/* Not a real journal: journal_load() and journal_parse() must leave *ret pointing here when they fail. */
+static Journal sentinel;
+
+static void journal_free_unless_sentinel(Journal *j)
+{
+        if (j != &sentinel)
+                journal_free(j);
+}
+
 /* Writes LEN bytes of CONTENT as the journal, loads it, expects ERR; on failure *ret must stay untouched. */
 static void load_expect(const char *content, size_t len, int err, const char *name)
 {
-        static Journal sentinel;
         Journal *j = &sentinel;
         int r;
 
         put(content, len);
         r = journal_load(dir, &j);
         is_int(r, err, name);
-        if (r < 0 && j != &sentinel)
-                printf("#   *ret was changed on failure\n");
-        if (r == 0 && j != &sentinel)
-                journal_free(j);
+        if (r < 0)
+                ok(j == &sentinel, "  *ret untouched on failure");
+        else
+                ok(j && j != &sentinel, "  a new journal");
+        journal_free_unless_sentinel(j);
 }
 
 #define LOAD(lit, err, name) load_expect(lit, sizeof(lit) - 1, err, name)
@@ -287,16 +296,16 @@ static void test_truncated(void)
         ok(len > 200, "  it is a few hundred bytes");
 
         for (size_t cut = 0; cut < len; cut++) {
-                Journal *j = NULL;
+                Journal *j = &sentinel;
                 char *copy;
                 int r;
 
                 put(text, cut);
                 r = journal_load(dir, &j);
-                if (r != -EBADMSG || j) {
+                if (r != -EBADMSG || j != &sentinel) {
                         bad_load++;
                         first_bad = MIN(first_bad, cut);
-                        journal_free(j);
+                        journal_free_unless_sentinel(j);
                 }
 
                 /* An exact-size, unterminated buffer: the parser must not read past LEN. */
@@ -304,17 +313,19 @@ static void test_truncated(void)
                 if (!copy)
                         abort();
                 memcpy(copy, text, cut);
-                j = NULL;
+                j = &sentinel;
                 r = journal_parse(copy, cut, &j);
                 free(copy);
-                if (r != -EBADMSG || j) {
+                if (r != -EBADMSG || j != &sentinel) {
                         bad_parse++;
                         first_bad = MIN(first_bad, cut);
-                        journal_free(j);
+                        journal_free_unless_sentinel(j);
                 }
         }
-        is_int(bad_load, 0, "journal_load refuses the journal cut at every byte with -EBADMSG");
-        is_int(bad_parse, 0, "journal_parse refuses every cut of an unterminated buffer with -EBADMSG");
+        is_int(bad_load, 0,
+               "journal_load refuses the journal cut at every byte with -EBADMSG, *ret untouched");
+        is_int(bad_parse, 0,
+               "journal_parse refuses every cut of an unterminated buffer with -EBADMSG, *ret untouched");
         if (first_bad != SIZE_MAX)
                 printf("#   first accepted cut: %zu of %zu\n", first_bad, len);
 
@@ -324,26 +335,31 @@ static void test_truncated(void)
                 static const char junk[] = {'\0', '"', '}', '[', '-', 'x', '\xff'};
 
                 for (size_t k = 0; k < ELEMENTSOF(junk); k++) {
-                        Journal *j = NULL;
+                        Journal *j = &sentinel;
                         char saved_byte = text[i];
                         int r;
 
                         text[i] = junk[k];
                         r = journal_parse(text, len, &j);
                         text[i] = saved_byte;
-                        if (r == 0 && j && j->job &&
+                        if (r != 0) {
+                                if (r != -EBADMSG || j != &sentinel)
+                                        crashed_or_insane++;
+                                journal_free_unless_sentinel(j);
+                                continue;
+                        }
+                        if (j && j->job &&
                             (strlen(j->job->key) != JOURNAL_KEY_LEN || !j->job->id || !j->job->url ||
                              !j->job->target || !job_phase_to_string(j->job->phase)))
                                 crashed_or_insane++;
-                        if (r == 0 &&
-                            (!j || j->n_failed > JOURNAL_MAX_FAILED || j->n_recent > JOURNAL_MAX_RECENT))
+                        if (!j || j == &sentinel || j->n_failed > JOURNAL_MAX_FAILED ||
+                            j->n_recent > JOURNAL_MAX_RECENT)
                                 crashed_or_insane++;
-                        if (r != 0 && r != -EBADMSG)
-                                crashed_or_insane++;
-                        journal_free(j);
+                        journal_free_unless_sentinel(j);
                 }
         }
-        is_int(crashed_or_insane, 0, "a byte overwritten anywhere gives -EBADMSG or a well-formed journal");
+        is_int(crashed_or_insane, 0,
+               "a byte overwritten anywhere gives -EBADMSG (*ret untouched) or a well-formed journal");
 }
 
 static void test_bad_content(void)
@@ -513,12 +529,12 @@ static void test_limits(void)
         load_expect(buf, JOURNAL_MAX_SIZE, 0, "a journal of exactly JOURNAL_MAX_SIZE bytes loads");
         load_expect(buf, JOURNAL_MAX_SIZE + 1, -EBADMSG, "one byte over JOURNAL_MAX_SIZE is -EBADMSG");
         {
-                Journal *j = NULL;
+                Journal *j = &sentinel;
 
                 is_int(journal_parse(buf, JOURNAL_MAX_SIZE + 1, &j), -EBADMSG,
                        "journal_parse refuses more than JOURNAL_MAX_SIZE too");
-                ok(j == NULL, "  and leaves *ret alone");
-                journal_free(j);
+                ok(j == &sentinel, "  and leaves *ret alone");
+                journal_free_unless_sentinel(j);
         }
 }
 
@@ -541,15 +557,15 @@ static void test_out_of_range(void)
         };
 
         for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
-                Journal *j = NULL;
+                Journal *j = &sentinel;
                 char name[128];
                 int r = journal_parse(cases[i], strlen(cases[i]), &j);
 
-                snprintf(name, sizeof(name), "%s above INT64_MAX is -EBADMSG (got %d%s)",
+                snprintf(name, sizeof(name), "%s above INT64_MAX is -EBADMSG (got %d%s), *ret untouched",
                          i == 0 || i == 3 ? "size" : i == 4 ? "fetched" : "offset", r,
                          r == 0 && j && j->job ? ", clamped to INT64_MAX" : "");
-                ok(r == -EBADMSG, name);
-                journal_free(j);
+                ok(r == -EBADMSG && j == &sentinel, name);
+                journal_free_unless_sentinel(j);
         }
 }
 
@@ -654,16 +670,37 @@ static void test_files(void)
         if (unlink(path) < 0 || mkdir(path, 0700) < 0)
                 abort();
         {
-                int r = journal_load(dir, &j);
+                int r;
 
-                ok(r < 0 && r != -EBADMSG && j == NULL,
-                   "a directory in the journal's place is an error, not -EBADMSG");
+                j = &sentinel;
+                r = journal_load(dir, &j);
+                ok(r < 0 && r != -EBADMSG && j == &sentinel,
+                   "a directory in the journal's place is an error, not -EBADMSG; *ret untouched");
                 if (!(r < 0 && r != -EBADMSG))
                         printf("#   got %d\n", r);
-                journal_free(j);
+                journal_free_unless_sentinel(j);
         }
         if (rmdir(path) < 0)
                 abort();
+
+        /* Planted in the state directory: a link is not followed, a FIFO not waited on. */
+        {
+                char elsewhere[160];
+
+                snprintf(elsewhere, sizeof(elsewhere), "%s.elsewhere", dir);
+                put("{}", 2);
+                if (rename(path, elsewhere) < 0 || symlink(elsewhere, path) < 0)
+                        abort();
+                j = &sentinel;
+                is_int(journal_load(dir, &j), -ELOOP, "a symbolic link as the journal is -ELOOP");
+                ok(j == &sentinel, "  *ret untouched");
+                if (unlink(path) < 0 || unlink(elsewhere) < 0 || mkfifo(path, 0600) < 0)
+                        abort();
+                is_int(journal_load(dir, &j), -EBADFD, "a FIFO as the journal is -EBADFD, without blocking");
+                ok(j == &sentinel, "  *ret untouched");
+                if (unlink(path) < 0)
+                        abort();
+        }
 }
 
 int main(void)
