@@ -31,7 +31,7 @@ Broker = broker_module.Broker
 Platform = platform_module.Platform
 
 BUILD = os.environ.get("KRTIOT_BUILD_DIR", os.path.join(ROOT, "build"))
-KRTIOTD = os.path.join(BUILD, "src", "krtiotd")
+KRTIOTD = os.path.join(BUILD, "src", "agent", "krtiotd")
 PRODUCT, PRODUCT_SECRET, DEVICE = "DemoProduct", "demo-product-secret", "demo-device-0001"
 
 

@@ -63,9 +63,9 @@ def raise_fd_limit():
 
 
 def snapshot(binary, tmpdir):
-    """Copies the daemon into TMPDIR/build/src and points the harness there
-    (KRTIOT_BUILD_DIR), so that a rebuild during the run changes nothing."""
-    dest = os.path.join(tmpdir, "build", "src")
+    """Copies the daemon into TMPDIR/build/src/agent and points the harness
+    there (KRTIOT_BUILD_DIR), so that a rebuild during the run changes nothing."""
+    dest = os.path.join(tmpdir, "build", "src", "agent")
     os.makedirs(dest)
     shutil.copy2(binary, os.path.join(dest, "krtiotd"))
     os.environ["KRTIOT_BUILD_DIR"] = os.path.join(tmpdir, "build")

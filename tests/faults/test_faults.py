@@ -457,7 +457,7 @@ def _dead(pid):
 
 # == 7. a hook that floods its output =================================================
 
-HOOK_LOG_MAX = 256 * KiB  # src/ota.c: what the log gets of one hook run
+HOOK_LOG_MAX = 256 * KiB  # src/agent/ota.c: what the log gets of one hook run
 
 
 def _flood_device(device, tmp_path, stdout_cmd, stderr_cmd=None):
@@ -510,7 +510,7 @@ def test_flooding_hook_output_is_capped(device, nginx, www, platform, tmp_path):
 
 
 def test_flooding_hook_with_short_lines_stays_near_the_log_cap(device, nginx, www, platform, tmp_path):
-    """The cap on a hook's log output (256 KiB in src/ota.c) must bound what
+    """The cap on a hook's log output (256 KiB in src/agent/ota.c) must bound what
     the log receives, whatever the line length. `yes` writes 1-byte lines:
     each becomes a record "<6>hook: y" of 11 bytes, so counting only the
     hook's bytes lets 256 Ki records (2.9 MB, and as many journal entries,

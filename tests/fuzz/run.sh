@@ -34,11 +34,11 @@ out=$(cd "$out" && pwd)
 # Sources of each target, listed explicitly (no meson needed), and its pkg-config modules.
 sources() {
         case $1 in
-        protocol) echo "src/protocol.c" ;;
-        journal) echo "src/journal.c src/util/fileio.c src/util/random-id.c" ;;
-        credentials) echo "src/credentials.c src/util/fileio.c src/util/random-id.c" ;;
-        config) echo "src/config.c src/log.c src/util/fileio.c src/util/random-id.c src/util/strings.c" ;;
-        wire) echo "src/util/wire.c" ;;
+        protocol) echo "src/agent/protocol.c" ;;
+        journal) echo "src/agent/journal.c src/shared/util/fileio.c src/shared/util/random-id.c" ;;
+        credentials) echo "src/agent/credentials.c src/shared/util/fileio.c src/shared/util/random-id.c" ;;
+        config) echo "src/shared/config.c src/shared/log.c src/shared/util/fileio.c src/shared/util/random-id.c src/shared/util/strings.c" ;;
+        wire) echo "src/shared/util/wire.c" ;;
         *) return 1 ;;
         esac
 }
@@ -91,7 +91,7 @@ for t in $targets; do
         if ! "$cc" -std=gnu11 -g -O1 -fno-omit-frame-pointer -D_GNU_SOURCE=1 -D_FILE_OFFSET_BITS=64 \
                 -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers \
                 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
-                -I"$out" -I"$top/src" $(pkg-config --cflags "$(modules "$t")" json-c) \
+                -I"$out" -I"$top/src/shared" -I"$top/src/agent" $(pkg-config --cflags "$(modules "$t")" json-c) \
                 "$here/fuzz-$t.c" $srcs \
                 $(pkg-config --libs "$(modules "$t")" json-c) -o "$exe" >"$log" 2>&1; then
                 printf '%-12s %10s %8s %8s  %s\n' "$t" - - - "BUILD FAILED (see $log)"

@@ -69,8 +69,8 @@ def build_dir():
 
 
 def daemon_binary():
-    """The krtiotd under test: $KRTIOT_BUILD_DIR/src/krtiotd (default build/ in the repository)."""
-    return os.path.join(build_dir(), "src", "krtiotd")
+    """The krtiotd under test: $KRTIOT_BUILD_DIR/src/agent/krtiotd (default build/ in the repository)."""
+    return os.path.join(build_dir(), "src", "agent", "krtiotd")
 
 
 def daemon_missing():

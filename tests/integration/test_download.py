@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""The download engine (src/download.c) through krtiot-fetch, against a real
+"""The download engine (src/agent/download.c) through krtiot-fetch, against a real
 nginx and the fault-injecting server. Every test checks the bytes on disk or
 the server's own record of the requests, not just the exit status.
 

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * krtiot-fetch: runs one Download (src/download.c) in an sd-event loop and
+ * krtiot-fetch: runs one Download (src/agent/download.c) in an sd-event loop and
  * prints what happens as JSON lines on stdout, for the integration tests and
  * benchmarks. Exit status: 0 success, 1 failure, 2 cancelled (--cancel-after,
  * SIGINT, SIGTERM), 64 usage.
