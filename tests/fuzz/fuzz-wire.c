@@ -1,17 +1,49 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * libFuzzer target for wire_parse(): any line one of krtiot's programs could
- * send another (the root installer parses what the unprivileged agent
- * writes). Beyond "no crash, no leak": a message that parses is built again
- * with the builder, and that line parses back to the same verb and fields.
+ * libFuzzer target for wire_parse() and the two wires on top of it: any line
+ * one of krtiot's programs could send another (the root installer parses
+ * what the unprivileged agent writes; the agent parses krtiot-fetch's
+ * status). Beyond "no crash, no leak": a message that parses is built again
+ * with the builder, and that line parses back to the same verb and fields;
+ * an install request that parses is encoded again and parses back the same.
  */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "fetch-wire.h"
+#include "install-wire.h"
 #include "util/wire.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static bool streq0(const char *a, const char *b)
+{
+        return a && b ? strcmp(a, b) == 0 : a == b;
+}
+
+static void check_wires(const uint8_t *data, size_t size)
+{
+        char buf[WIRE_LINE_MAX];
+        InstallRequest req, back;
+        InstallAnswer answer;
+        FetchEvent event;
+        WireMessage m, m2;
+        size_t len;
+
+        if (install_wire_parse_request((const char *)data, size, &m, &req) == 0) {
+                if (install_wire_request(buf, &req, &len) != 0 || install_wire_parse_request(buf, len, &m2, &back) != 0 ||
+                    back.op != req.op || !streq0(back.key, req.key) || !streq0(back.id, req.id) ||
+                    !streq0(back.target, req.target) || !streq0(back.url, req.url))
+                        abort();
+                wire_message_done(&m2);
+        }
+        wire_message_done(&m);
+        (void)install_wire_parse_answer((const char *)data, size, &m, &answer);
+        wire_message_done(&m);
+        (void)fetch_wire_parse((const char *)data, size, &m, &event);
+        wire_message_done(&m);
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -20,6 +52,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         WireBuilder b;
         size_t len;
 
+        check_wires(data, size);
         if (wire_parse((const char *)data, size, &m) < 0) {
                 if (m.n_fields != 0 || m.verb[0] != 0)
                         abort(); /* a refused line must leave nothing behind */
