@@ -237,10 +237,12 @@ static int parse_argv(int argc, char *argv[], Args *a)
                                 p->retry_max_usec = ms * USEC_PER_MSEC;
                         break;
                 case ARG_STATUS_FD: {
-                        unsigned fd;
+                        unsigned fd = 0;
 
                         r = parse_unsigned_arg(optarg, &fd);
-                        if (r >= 0 && (fd > INT32_MAX || fcntl((int)fd, F_GETFD) < 0))
+                        if (r < 0)
+                                break;
+                        if (fd > INT32_MAX || fcntl((int)fd, F_GETFD) < 0)
                                 return usage_error("--status-fd %s is not an open file descriptor", optarg);
                         a->status_fd = (int)fd;
                         break;
@@ -443,6 +445,8 @@ int main(int argc, char *argv[])
         r = parse_argv(argc, argv, &a);
         if (r <= 0)
                 return -r;
+        if (!a.url_arg || !a.params.part_path) /* parse_argv() returned 1: both are set */
+                return FETCH_EXIT_USAGE;
         log_set_max_level(a.log_level);
         /* The status lines must not leak into whatever libcurl (a resolver helper?) might run. */
         if (a.status_fd >= 0)
