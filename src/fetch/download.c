@@ -1083,7 +1083,7 @@ static CURLcode download_setup_easy(Download *d, CURL *c)
         SETOPT(CURLOPT_SUPPRESS_CONNECT_HEADERS, 1L);
         /* The bytes on disk must be the bytes the hashes are about. */
         SETOPT(CURLOPT_HTTP_CONTENT_DECODING, 0L);
-        /* Small chunks when rate-limited, so that each pause stays short. */
+        /* Small chunks when rate-limited, so that each wait stays short. */
         SETOPT(CURLOPT_BUFFERSIZE,
                d->rate_limit > 0
                        ? (long)MAX(MIN(d->rate_limit / 8, (uint64_t)RECV_BUFFER_SIZE), (uint64_t)1024)
