@@ -933,6 +933,7 @@ static void test_stdout_line(void)
                "lines: in order, empty ones too, over the limit and the unterminated last one dropped");
         is_int(l.dropped, 2, "lines: two dropped");
         is_str(log, "<6>t: to stderr\n", "lines: stdout not logged, stderr still is");
+        run_done(&l.run);
 
         /* capture and lines at once make no sense. */
         {
@@ -958,6 +959,7 @@ static void test_stdout_line(void)
         ok(l.run.p == NULL, "free in line callback: freed");
         errno = 0;
         ok(kill(l.run.pid, 0) < 0 && errno == ESRCH, "free in line callback: child killed and reaped");
+        run_done(&l.run);
 
         /* The same while draining at exit (the lines are read after the child ended). */
         argv[2] = "echo one; echo two; echo three";
@@ -977,6 +979,7 @@ static void test_stdout_line(void)
         is_int(l.run.calls, 0, "free in line callback at exit: no DONE");
         errno = 0;
         ok(kill(l.run.pid, 0) < 0 && errno == ESRCH, "free in line callback at exit: child reaped");
+        run_done(&l.run);
 }
 
 /* Spawns `sleep 100` from a forked helper with its own loop, kills the helper, says whether the sleep died. */
