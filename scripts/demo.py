@@ -32,6 +32,8 @@ Platform = platform_module.Platform
 
 BUILD = os.environ.get("KRTIOT_BUILD_DIR", os.path.join(ROOT, "build"))
 KRTIOTD = os.path.join(BUILD, "src", "agent", "krtiotd")
+# The downloader krtiotd starts for each download: the one built here, not an installed one.
+FETCH = os.path.join(BUILD, "src", "fetch", "krtiot-fetch")
 PRODUCT, PRODUCT_SECRET, DEVICE = "DemoProduct", "demo-product-secret", "demo-device-0001"
 
 
@@ -86,7 +88,8 @@ def main():
         subprocess.run([KRTIOTD, "-c", conf_path, "--check-config"], check=True)
 
         say("Starting krtiotd: no device secret yet, so it registers with the product secret")
-        daemon = subprocess.Popen([KRTIOTD, "-c", conf_path], stderr=subprocess.STDOUT)
+        daemon = subprocess.Popen([KRTIOTD, "-c", conf_path], stderr=subprocess.STDOUT,
+                                  env=dict(os.environ, KRTIOT_FETCH_PROGRAM=FETCH))
         procs.append(daemon)
 
         platform.wait_for_report(DEVICE, fw_version="2.0.0", timeout=30)

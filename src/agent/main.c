@@ -14,7 +14,6 @@
 #include <sysexits.h>
 
 #include <mosquitto.h>
-#include <curl/curl.h>
 
 #include "agent.h"
 #include "build-config.h"
@@ -137,7 +136,6 @@ int main(int argc, char *argv[])
                 log_set_max_level(config->log_level);
 
         mosquitto_lib_init();
-        curl_global_init(CURL_GLOBAL_DEFAULT);
 
         r = agent_new(arg_config, config, &agent);
         config = config_unref(config); /* the Agent holds its own reference */
@@ -147,7 +145,6 @@ int main(int argc, char *argv[])
                 r = agent_run(agent);
 
         agent_free(agent);
-        curl_global_cleanup();
         mosquitto_lib_cleanup();
         return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
 }

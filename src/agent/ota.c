@@ -35,7 +35,7 @@
 #include <unistd.h>
 
 #include "build-config.h"
-#include "download.h"
+#include "fetcher.h"
 #include "journal.h"
 #include "log.h"
 #include "notify.h"
@@ -62,7 +62,7 @@ struct Ota {
         void *userdata;
 
         Journal *journal;
-        Download *download;
+        Fetcher *download; /* krtiot-fetch, while a download runs */
         Process *hook;    /* install or commit */
         Process *version; /* `HOOK version` for a comparison */
         VersionThen version_then; /* what to do with its answer */
@@ -172,7 +172,7 @@ static void ota_fail(Ota *o, const char *reason)
 {
         Job *j = ota_job(o);
 
-        o->download = download_free(o->download);
+        o->download = fetcher_free(o->download);
         o->resolving = false;
         log_error("Update to %s (command %s) failed: %s.", j->target, j->id, reason);
         notify_status("Update to %s failed: %s", j->target, reason);
@@ -392,7 +392,7 @@ static void ota_install(Ota *o)
 
 /* ---- download ---- */
 
-static void on_download_progress(Download *d, uint64_t done, uint64_t total, void *userdata)
+static void on_download_progress(Fetcher *d, uint64_t done, uint64_t total, void *userdata)
 {
         Ota *o = userdata;
         Job *j = ota_job(o);
@@ -410,7 +410,7 @@ static void on_download_progress(Download *d, uint64_t done, uint64_t total, voi
                 notify_status("Updating to %s: downloading (%.1f MiB)", j->target, done / 1048576.0);
 }
 
-static void on_download_checkpoint(Download *d, const DownloadCheckpoint *c, void *userdata)
+static void on_download_checkpoint(Fetcher *d, const FetcherCheckpoint *c, void *userdata)
 {
         Ota *o = userdata;
         Job *j = ota_job(o);
@@ -422,7 +422,7 @@ static void on_download_checkpoint(Download *d, const DownloadCheckpoint *c, voi
         (void)ota_save(o);
 }
 
-static void on_download_done(Download *d, int result, const char *reason, void *userdata)
+static void on_download_done(Fetcher *d, int result, const char *reason, void *userdata)
 {
         Ota *o = userdata;
         Job *j = ota_job(o);
@@ -434,8 +434,8 @@ static void on_download_done(Download *d, int result, const char *reason, void *
                 return;
         }
 
-        sha256 = download_get_sha256(d) ? strdup(download_get_sha256(d)) : NULL;
-        o->download = download_free(o->download);
+        sha256 = fetcher_get_sha256(d) ? strdup(fetcher_get_sha256(d)) : NULL;
+        o->download = fetcher_free(o->download);
         ota_set_phase(o, JOB_VERIFYING);
 
         /* Checked by the download (SIZE, MD5, SHA256): only now does the .part become the image. */
@@ -462,7 +462,7 @@ static void ota_download(Ota *o)
         Job *j = ota_job(o);
         _cleanup_free_ char *part = job_path(o, j, "part"), *shown = NULL;
         const Config *c = o->config;
-        DownloadParams params = {
+        FetcherParams params = {
                 .url = j->url,
                 .part_path = part,
                 .resume_offset = j->offset,
@@ -481,7 +481,7 @@ static void ota_download(Ota *o)
                 .ca_file = c->ota_ca_file,
                 .user_agent = "krtiotd/" PACKAGE_VERSION,
         };
-        static const DownloadCallbacks callbacks = {
+        static const FetcherCallbacks callbacks = {
                 .progress = on_download_progress,
                 .checkpoint = on_download_checkpoint,
                 .done = on_download_done,
@@ -511,9 +511,14 @@ static void ota_download(Ota *o)
         notify_status("Updating to %s: downloading", j->target);
         ota_progress(o, "DOWNLOADING", 0, NULL);
 
-        r = download_new(o->event, &params, &callbacks, o, &o->download);
-        if (r < 0)
-                ota_fail(o, "cannot start the download");
+        r = fetcher_new(o->event, &params, &callbacks, o, &o->download);
+        if (r < 0) {
+                char reason[256];
+
+                log_error_errno(r, "Cannot start %s: %m", fetcher_program());
+                snprintf(reason, sizeof(reason), "cannot start the download: %s", strerror(-r));
+                ota_fail(o, reason);
+        }
 }
 
 /* ---- commands ---- */
@@ -596,7 +601,7 @@ static void ota_drop_active(Ota *o, Job *old, const Job *j)
         if (!old || old->phase == JOB_DONE || old->phase == JOB_FAILED)
                 return;
         log_notice("Command %s replaces the unfinished update to %s (command %s).", j->id, old->target, old->id);
-        o->download = download_free(o->download);
+        o->download = fetcher_free(o->download);
         job_unlink(o, old, "part");
         job_unlink(o, old, "img");
 }
@@ -852,7 +857,7 @@ Ota *ota_free(Ota *o)
 {
         if (!o)
                 return NULL;
-        download_free(o->download);
+        fetcher_free(o->download);
         process_free(o->hook);
         process_free(o->version);
         process_free(o->reboot);

@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * One child process run from the event loop: fork+execve of an absolute
- * path, the child's stdout/stderr read from non-blocking pipes by I/O
- * sources, its exit seen by an sd-event child source, a timeout by a time
- * source.
+ * path, its stdin /dev/null or a few bytes in a pipe, the child's
+ * stdout/stderr read from non-blocking pipes by I/O sources, its exit seen
+ * by an sd-event child source, a timeout by a time source.
  *
  * Invariants:
  * - The caller (the daemon, or a test) has SIGCHLD blocked before the event
@@ -17,15 +17,21 @@
  *   capture_max, the rest read and dropped.
  * - DONE is called exactly once, from the child callback, after every source
  *   has been removed; nothing touches the Process after it.
+ * - The stdout_line callback may free the Process: process_free() then only
+ *   marks it (free_requested), and whoever called the callback frees it once
+ *   the callback has returned, before touching anything else. No callback
+ *   runs after a process_free().
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE 1 /* pipe2, dup3, close_range, getdents64 */
 #endif
 #include <dirent.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <sys/epoll.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -43,6 +49,8 @@
 #define PROCESS_KILL_GRACE_USEC (5 * USEC_PER_SEC)
 /* Longer lines are logged in pieces: a journal line is not a place for megabytes. */
 #define PROCESS_LINE_MAX 1024
+/* A stdout_line line longer than this is a caller's mistake, not a limit to honor. */
+#define PROCESS_STDOUT_LINE_MAX (64 * 1024)
 #define PROCESS_READ_CHUNK (64 * 1024)
 /* At exit, what a grandchild keeps writing must not keep us reading forever. */
 #define PROCESS_DRAIN_MAX (4 * 1024 * 1024)
@@ -59,6 +67,10 @@ typedef struct ProcessStream {
         bool keep_last; /* stderr: its last non-blank line is the result's last_line */
         size_t line_len;
         char line[PROCESS_LINE_MAX + 1];
+        /* stdout with a stdout_line callback: whole lines up to cb_max bytes, in their own buffer. */
+        char *cb_line;
+        size_t cb_max, cb_len;
+        bool cb_dropping; /* the current line went over cb_max: skipped up to its newline */
 } ProcessStream;
 
 struct Process {
@@ -67,6 +79,9 @@ struct Process {
         bool timed_out;
         bool overflow;
         bool log_truncated;
+        bool free_requested; /* process_free() from inside stdout_line: the caller frees after it */
+        bool freeing;        /* no callback from here on */
+        unsigned in_callback;
         char *prefix;
 
         ProcessStream out, err;
@@ -81,6 +96,7 @@ struct Process {
         unsigned logged_lines;
 
         ProcessDone done;
+        ProcessLine stdout_line;
         void *userdata;
 };
 
@@ -101,11 +117,9 @@ static void process_remove_sources(Process *p)
         p->timer_source = sd_event_source_disable_unref(p->timer_source);
 }
 
-Process *process_free(Process *p)
+static void process_free_now(Process *p)
 {
-        if (!p)
-                return NULL;
-
+        p->freeing = true;
         process_remove_sources(p);
 
         if (p->pid > 0 && !p->exited) {
@@ -117,9 +131,26 @@ Process *process_free(Process *p)
 
         if (p->exec_fd >= 0)
                 close(p->exec_fd);
+        free(p->out.cb_line);
         free(p->capture);
         free(p->prefix);
         free(p);
+}
+
+Process *process_free(Process *p)
+{
+        if (!p)
+                return NULL;
+
+        if (p->in_callback > 0) {
+                /* The stdout_line caller frees it when the callback returns; the child stops now. */
+                p->free_requested = true;
+                p->freeing = true;
+                if (p->pid > 0 && !p->exited)
+                        process_signal(p, SIGKILL);
+                return NULL;
+        }
+        process_free_now(p);
         return NULL;
 }
 
@@ -130,14 +161,35 @@ int process_pid(const Process *p)
 
 /* ---- output ---- */
 
+/*
+ * The priority of a line that starts with an sd-daemon prefix ("<0>".."<7>"),
+ * never above LOG_ERR (see process.h), and the prefix's length; LOG_INFO and
+ * 0 without one.
+ */
+static int line_priority(const char *line, size_t len, size_t *ret_skip)
+{
+        if (len >= 3 && line[0] == '<' && line[1] >= '0' && line[1] <= '7' && line[2] == '>') {
+                *ret_skip = 3;
+                return MAX(line[1] - '0', LOG_ERR);
+        }
+        *ret_skip = 0;
+        return LOG_INFO;
+}
+
 /* LEN > 0 bytes of LINE, without its newline; LINE has room for a NUL after them. */
 static void process_log_line(Process *p, char *line, size_t len)
 {
-        size_t cost;
+        size_t cost, skip;
+        int level;
 
         if (p->log_truncated)
                 return;
         line[len] = 0;
+        level = line_priority(line, len, &skip);
+        line += skip;
+        len -= skip;
+        if (len == 0)
+                return;
 
         /* Hook output is untrusted: no escape sequences or NULs into the journal. */
         for (size_t i = 0; i < len; i++)
@@ -148,7 +200,7 @@ static void process_log_line(Process *p, char *line, size_t len)
          * records counts too: journald drops everything of ours past its rate limit. */
         cost = len + strlen(p->prefix) + PROCESS_LOG_RECORD_OVERHEAD;
         if (p->logged_lines < PROCESS_LOG_LINES_MAX && p->logged + cost <= p->log_max) {
-                log_info("%s: %s", p->prefix, line);
+                log_full_errno(level, 0, "%s: %s", p->prefix, line);
                 p->logged += cost;
                 p->logged_lines++;
                 return;
@@ -157,9 +209,14 @@ static void process_log_line(Process *p, char *line, size_t len)
         p->log_truncated = true;
 }
 
-/* Keeps LINE (LEN bytes) as the last line of stderr unless it is blank; trimmed, raw. */
+/* Keeps LINE (LEN bytes) as the last line of stderr unless it is blank; trimmed, raw, without a priority. */
 static void process_keep_last_line(Process *p, const char *line, size_t len)
 {
+        size_t skip;
+
+        (void)line_priority(line, len, &skip);
+        line += skip;
+        len -= skip;
         while (len > 0 && strchr(" \t\r", line[len - 1]))
                 len--;
         while (len > 0 && strchr(" \t\r", line[0])) {
@@ -226,12 +283,58 @@ static void process_capture(Process *p, const char *buf, size_t n)
         p->capture[p->capture_len] = 0;
 }
 
-static void stream_feed(ProcessStream *s, const char *buf, size_t n)
+/* Hands one line (or the news of a dropped one) to stdout_line. Returns false when the Process is to be freed. */
+static bool stream_emit_line(ProcessStream *s, bool dropped)
+{
+        Process *p = s->process;
+        size_t len = dropped ? 0 : s->cb_len;
+
+        s->cb_line[len] = 0;
+        s->cb_len = 0;
+        s->cb_dropping = false;
+        if (p->freeing)
+                return false;
+        p->in_callback++;
+        p->stdout_line(p, s->cb_line, len, dropped, p->userdata);
+        p->in_callback--;
+        return !p->free_requested;
+}
+
+/* Splits what arrived into lines for stdout_line. Returns false when the Process is to be freed. */
+static bool stream_feed_lines(ProcessStream *s, const char *buf, size_t n)
+{
+        while (n > 0) {
+                const char *nl = memchr(buf, '\n', n);
+                size_t k = nl ? (size_t)(nl - buf) : n;
+
+                if (!s->cb_dropping) {
+                        if (k > s->cb_max - s->cb_len) {
+                                s->cb_dropping = true;
+                                s->cb_len = 0;
+                        } else {
+                                memcpy(s->cb_line + s->cb_len, buf, k);
+                                s->cb_len += k;
+                        }
+                }
+                if (!nl)
+                        break;
+                if (!stream_emit_line(s, s->cb_dropping))
+                        return false;
+                buf += k + 1;
+                n -= k + 1;
+        }
+        return true;
+}
+
+/* Returns false when the Process is to be freed (by a stdout_line callback). */
+static bool stream_feed(ProcessStream *s, const char *buf, size_t n)
 {
         if (s->capture) {
                 process_capture(s->process, buf, n);
-                return;
+                return true;
         }
+        if (s->cb_line)
+                return stream_feed_lines(s, buf, n);
 
         /* Past the log's limit, stderr is still split into lines: its last one is the result's. */
         for (size_t i = 0; i < n && (s->keep_last || !s->process->log_truncated); i++) {
@@ -243,9 +346,13 @@ static void stream_feed(ProcessStream *s, const char *buf, size_t n)
                 if (s->line_len == PROCESS_LINE_MAX)
                         stream_flush_line(s);
         }
+        return true;
 }
 
-/* Reads at most BUDGET bytes of what is there now. Returns 1 at EOF (or a read error), else 0. */
+/*
+ * Reads at most BUDGET bytes of what is there now. Returns 1 at EOF (or a
+ * read error), 0 otherwise, -1 when a callback freed the Process.
+ */
 static int stream_read(ProcessStream *s, size_t budget)
 {
         char buf[PROCESS_READ_CHUNK];
@@ -260,10 +367,20 @@ static int stream_read(ProcessStream *s, size_t budget)
                 }
                 if (n == 0)
                         return 1;
-                stream_feed(s, buf, (size_t)n);
+                if (!stream_feed(s, buf, (size_t)n))
+                        return -1;
                 budget -= (size_t)n;
         }
         return 0;
+}
+
+/* The end of a stream: its unterminated last line. Returns false when a callback freed the Process. */
+static bool stream_finish(ProcessStream *s)
+{
+        if (s->fd < 0 || !s->cb_line || (s->cb_len == 0 && !s->cb_dropping))
+                return true;
+        /* A child cut off mid-line: what it wrote of it is not a line. */
+        return stream_emit_line(s, true);
 }
 
 static void stream_close(ProcessStream *s)
@@ -271,7 +388,7 @@ static void stream_close(ProcessStream *s)
         if (s->fd < 0)
                 return;
 
-        if (!s->capture && s->line_len > 0)
+        if (!s->capture && !s->cb_line && s->line_len > 0)
                 stream_flush_line(s);
         s->source = sd_event_source_disable_unref(s->source);
         close(s->fd);
@@ -281,9 +398,16 @@ static void stream_close(ProcessStream *s)
 static int stream_on_io(sd_event_source *source, int fd, uint32_t revents, void *userdata)
 {
         ProcessStream *s = userdata;
+        Process *p = s->process;
+        int r;
 
         /* One chunk per wakeup, so a flooding child cannot starve the rest of the loop. */
-        if (stream_read(s, PROCESS_READ_CHUNK) > 0)
+        r = stream_read(s, PROCESS_READ_CHUNK);
+        if (r > 0 && !stream_finish(s))
+                r = -1;
+        if (r < 0)
+                process_free_now(p);
+        else if (r > 0)
                 stream_close(s);
         return 0;
 }
@@ -393,8 +517,10 @@ static int process_on_child(sd_event_source *source, const siginfo_t *si, void *
          * What the child wrote before exiting is in the pipes now. Read until
          * EAGAIN, not EOF: a grandchild may hold the write ends for hours.
          */
-        if (p->out.fd >= 0)
-                (void)stream_read(&p->out, PROCESS_DRAIN_MAX);
+        if ((p->out.fd >= 0 && stream_read(&p->out, PROCESS_DRAIN_MAX) < 0) || !stream_finish(&p->out)) {
+                process_free_now(p);
+                return 0;
+        }
         if (p->err.fd >= 0)
                 (void)stream_read(&p->err, PROCESS_DRAIN_MAX);
         process_remove_sources(p);
@@ -564,7 +690,8 @@ static void close_all_fds_from(int from)
 typedef struct ChildSetup {
         char *const *argv;
         char **envp;
-        int null_fd, out_fd, err_fd, exec_fd;
+        int in_fd, out_fd, err_fd, exec_fd;
+        pid_t parent;          /* to die with, when not 0 */
 } ChildSetup;
 
 _Noreturn static void child_exec(const ChildSetup *c)
@@ -588,7 +715,15 @@ _Noreturn static void child_exec(const ChildSetup *c)
         if (setpgid(0, 0) < 0)
                 goto fail;
 
-        if (dup2(c->null_fd, STDIN_FILENO) < 0 || dup2(c->out_fd, STDOUT_FILENO) < 0 ||
+        if (c->parent != 0) {
+                if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0)
+                        goto fail;
+                /* The parent died before prctl(): nobody would send the signal. */
+                if (getppid() != c->parent)
+                        _exit(127);
+        }
+
+        if (dup2(c->in_fd, STDIN_FILENO) < 0 || dup2(c->out_fd, STDOUT_FILENO) < 0 ||
             dup2(c->err_fd, STDERR_FILENO) < 0)
                 goto fail;
 
@@ -633,19 +768,64 @@ static int process_add_sources(Process *p, sd_event *event, uint64_t timeout_use
         return 0;
 }
 
+/*
+ * A pipe holding DATA (LEN <= PROCESS_STDIN_MAX bytes) and then EOF: *RET_FD
+ * is its read end, the child's stdin. Everything is written now, so the
+ * pipe's buffer must take it all: it is made large enough, and a pipe that
+ * cannot be (the user's pipe-user-pages-soft exhausted) is -E2BIG.
+ */
+static int stdin_pipe_new(const void *data, size_t len, int *ret_fd)
+{
+        _cleanup_pipe_ int fds[2] = { -1, -1 };
+        ssize_t n;
+        int r;
+
+        if (len > PROCESS_STDIN_MAX)
+                return -E2BIG;
+        r = pipe_new(fds);
+        if (r < 0)
+                return r;
+        if (len > PIPE_BUF)
+                (void)fcntl(fds[1], F_SETPIPE_SZ, (int)len);
+        if (fcntl(fds[1], F_SETFL, O_NONBLOCK) < 0)
+                return negative_errno();
+        if (len > 0) {
+                n = write(fds[1], data, len);
+                if (n < 0)
+                        return errno == EAGAIN ? -E2BIG : negative_errno();
+                if ((size_t)n != len)
+                        return -E2BIG;
+        }
+        *ret_fd = TAKE_FD(fds[0]);
+        return 0;
+}
+
+static int process_params_check(const ProcessParams *params)
+{
+        if (!params->argv || !params->argv[0] || params->argv[0][0] != '/')
+                return -EINVAL;
+        if (params->stdout_line && (params->capture_stdout || params->stdout_line_max > PROCESS_STDOUT_LINE_MAX))
+                return -EINVAL;
+        if (params->stdin_len > 0 && !params->stdin_data)
+                return -EINVAL;
+        return 0;
+}
+
 int process_spawn(sd_event *event, const ProcessParams *params, ProcessDone done, void *userdata,
                   Process **ret)
 {
         _cleanup_pipe_ int out[2] = { -1, -1 }, err[2] = { -1, -1 }, exec[2] = { -1, -1 };
-        _cleanup_close_ int null_fd = -1;
+        _cleanup_close_ int in_fd = -1;
         _cleanup_free_ char **envp = NULL;
         Process *p;
-        pid_t pid;
+        pid_t pid, parent;
         int r;
 
-        if (!event || !params || !params->argv || !params->argv[0] || params->argv[0][0] != '/' || !done ||
-            !ret)
+        if (!event || !params || !done || !ret)
                 return -EINVAL;
+        r = process_params_check(params);
+        if (r < 0)
+                return r;
 
         r = env_build(params->env, &envp);
         if (r < 0)
@@ -658,12 +838,18 @@ int process_spawn(sd_event *event, const ProcessParams *params, ProcessDone done
             fcntl(exec[0], F_SETFL, O_NONBLOCK) < 0)
                 return negative_errno();
 
-        null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-        if (null_fd < 0)
-                return negative_errno();
-        null_fd = fd_move_above_stdio(null_fd);
-        if (null_fd < 0)
-                return null_fd;
+        if (params->stdin_data) {
+                r = stdin_pipe_new(params->stdin_data, params->stdin_len, &in_fd);
+                if (r < 0)
+                        return r;
+        } else {
+                in_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+                if (in_fd < 0)
+                        return negative_errno();
+                in_fd = fd_move_above_stdio(in_fd);
+                if (in_fd < 0)
+                        return in_fd;
+        }
 
         p = calloc(1, sizeof(*p));
         if (!p)
@@ -675,14 +861,20 @@ int process_spawn(sd_event *event, const ProcessParams *params, ProcessDone done
                 .capture_max = MIN(params->capture_max, SIZE_MAX - 1), /* + 1 for the NUL must not wrap */
                 .log_max = params->log_max,
                 .done = done,
+                .stdout_line = params->stdout_line,
                 .userdata = userdata,
         };
         p->prefix = strdup(params->log_prefix ? params->log_prefix : params->argv[0]);
-        if (!p->prefix) {
+        if (params->stdout_line) {
+                p->out.cb_max = params->stdout_line_max ?: PROCESS_LINE_MAX;
+                p->out.cb_line = malloc(p->out.cb_max + 1);
+        }
+        if (!p->prefix || (params->stdout_line && !p->out.cb_line)) {
                 process_free(p);
                 return -ENOMEM;
         }
 
+        parent = getpid();
         pid = fork();
         if (pid < 0) {
                 r = negative_errno();
@@ -693,7 +885,8 @@ int process_spawn(sd_event *event, const ProcessParams *params, ProcessDone done
                 child_exec(&(ChildSetup){
                         .argv = params->argv,
                         .envp = envp,
-                        .null_fd = null_fd,
+                        .in_fd = in_fd,
+                        .parent = params->die_with_parent ? parent : 0,
                         .out_fd = out[1],
                         .err_fd = err[1],
                         .exec_fd = exec[1],

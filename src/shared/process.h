@@ -1,11 +1,17 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Child processes inside the event loop: the install hook, `HOOK version`,
- * the reboot command. fork+exec directly (never a shell), a clean
- * environment, other fds closed, signals unblocked and reset, output read
- * from pipes (logged line by line, or captured) with a size limit, a
- * timeout, and the exit status through sd-event's child source. The loop
- * keeps running while a child runs.
+ * the reboot command, krtiot-fetch. fork+exec directly (never a shell), a
+ * clean environment, other fds closed, signals unblocked and reset, output
+ * read from pipes (logged line by line, captured, or handed over line by
+ * line) with a size limit, a timeout, and the exit status through sd-event's
+ * child source. The loop keeps running while a child runs.
+ *
+ * Logged lines that start with an sd-daemon prefix ("<0>".."<7>", as log.c
+ * writes them) are logged at that priority without the prefix, but never
+ * above LOG_ERR: a child's "<0>" would otherwise become an emergency that
+ * journald broadcasts to every terminal (ForwardToWall=), and the child, a
+ * hook above all, does not get to decide that for the daemon.
  */
 #pragma once
 
@@ -17,6 +23,18 @@
 
 typedef struct Process Process;
 
+/*
+ * One line of the child's stdout, without its newline: LEN bytes at LINE,
+ * NUL-terminated. With DROPPED set, LINE is "" and says that a line was
+ * dropped: it was longer than stdout_line_max, or the child ended in the
+ * middle of it (no newline before EOF). The callback may free the Process
+ * (no further line and no DONE follow); USERDATA is process_spawn()'s.
+ */
+typedef void (*ProcessLine)(Process *p, const char *line, size_t len, bool dropped, void *userdata);
+
+/* The most stdin_data may hold: a pipe's buffer takes it whole, so nobody waits for the child to read. */
+#define PROCESS_STDIN_MAX (16 * 1024)
+
 typedef struct ProcessParams {
         char *const *argv;      /* argv[0] is the absolute path executed */
         char *const *env;       /* extra "KEY=VALUE" entries, NULL-terminated; may be NULL */
@@ -25,6 +43,25 @@ typedef struct ProcessParams {
         size_t capture_max;     /* bytes kept when capturing; more is an error (-EFBIG) */
         size_t log_max;         /* bytes of output logged at most; the rest is read and dropped */
         uint64_t timeout_usec;  /* 0: none. At the timeout: SIGTERM, then SIGKILL 5 s later */
+
+        /*
+         * Written to the child's stdin through a pipe that is then closed
+         * (EOF after it), instead of /dev/null: a secret that must not show
+         * in its argv (ps, /proc/PID/cmdline). At most PROCESS_STDIN_MAX bytes.
+         */
+        const void *stdin_data;
+        size_t stdin_len;
+
+        /* Each stdout line goes to this callback instead of the log (capture_stdout must be false). */
+        ProcessLine stdout_line;
+        size_t stdout_line_max; /* longest line handed over, in bytes without the newline; 0 = 1024 */
+
+        /*
+         * The child is SIGKILLed when the caller dies (PR_SET_PDEATHSIG),
+         * even by SIGKILL: for a helper that must never outlive its parent.
+         * A caller that died between fork() and prctl() is noticed too.
+         */
+        bool die_with_parent;
 } ProcessParams;
 
 /* The most a ProcessResult's last_line holds, in bytes after escaping: enough for a REASON. */
@@ -63,12 +100,20 @@ typedef void (*ProcessDone)(Process *p, const ProcessResult *result, void *userd
  */
 const char *process_result_to_string(const ProcessResult *r, char *buf, size_t size);
 
-/* Starts the child. Returns 0 and a new Process, or -errno (nothing started). */
+/*
+ * Starts the child. Returns 0 and a new Process, or -errno (nothing started):
+ * -EINVAL for bad parameters, -E2BIG for stdin_data over PROCESS_STDIN_MAX
+ * or more than the pipe takes.
+ */
 int process_spawn(sd_event *event, const ProcessParams *params, ProcessDone done, void *userdata,
                   Process **ret);
 
 /* The child's PID, for logs. */
 int process_pid(const Process *p);
 
-/* Kills (SIGKILL) a child that is still running, reaps it, never calls DONE. Returns NULL. */
+/*
+ * Kills (SIGKILL) a child that is still running, reaps it, never calls DONE
+ * (nor the stdout_line callback). Safe from within DONE and stdout_line.
+ * Returns NULL.
+ */
 Process *process_free(Process *p);

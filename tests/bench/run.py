@@ -63,11 +63,15 @@ def raise_fd_limit():
 
 
 def snapshot(binary, tmpdir):
-    """Copies the daemon into TMPDIR/build/src/agent and points the harness
-    there (KRTIOT_BUILD_DIR), so that a rebuild during the run changes nothing."""
+    """Copies the daemon and its downloader (src/fetch/krtiot-fetch beside
+    src/agent/krtiotd) into TMPDIR/build and points the harness there
+    (KRTIOT_BUILD_DIR), so that a rebuild during the run changes nothing."""
     dest = os.path.join(tmpdir, "build", "src", "agent")
     os.makedirs(dest)
     shutil.copy2(binary, os.path.join(dest, "krtiotd"))
+    fetch = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(binary))), "fetch", "krtiot-fetch")
+    os.makedirs(os.path.join(tmpdir, "build", "src", "fetch"))
+    shutil.copy2(fetch, os.path.join(tmpdir, "build", "src", "fetch", "krtiot-fetch"))
     os.environ["KRTIOT_BUILD_DIR"] = os.path.join(tmpdir, "build")
 
 

@@ -73,6 +73,11 @@ def daemon_binary():
     return os.path.join(build_dir(), "src", "agent", "krtiotd")
 
 
+def fetch_binary():
+    """The krtiot-fetch the daemon under test runs: $KRTIOT_BUILD_DIR/src/fetch/krtiot-fetch."""
+    return os.path.join(build_dir(), "src", "fetch", "krtiot-fetch")
+
+
 def daemon_missing():
     """Why the daemon cannot be run (a sentence), or None."""
     path = daemon_binary()
@@ -456,6 +461,8 @@ class Daemon:
             env["NOTIFY_SOCKET"] = self.notify.path
         if self.watchdog_usec is not None:
             env["WATCHDOG_USEC"] = str(self.watchdog_usec)
+        # The build tree's downloader, not an installed one (krtiotd reads it with secure_getenv()).
+        env["KRTIOT_FETCH_PROGRAM"] = fetch_binary()
         env.update(self.extra_env)
         return env
 

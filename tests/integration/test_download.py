@@ -1,20 +1,23 @@
 # SPDX-License-Identifier: Apache-2.0
-"""The download engine (src/agent/download.c) through krtiot-fetch, against a real
-nginx and the fault-injecting server. Every test checks the bytes on disk or
-the server's own record of the requests, not just the exit status.
+"""krtiot-fetch, the downloader (src/fetch/), as krtiotd runs it: the URL on
+standard input, status lines on a pipe (--status-fd), against a real nginx
+and the fault-injecting server. Every test checks the bytes on disk or the
+server's own record of the requests, not just the exit status.
 
-The binary: $KRTIOT_BUILD_DIR/tests/tools/krtiot-fetch (default
+The binary: $KRTIOT_BUILD_DIR/src/fetch/krtiot-fetch (default
 /work/main/build). Run: /usr/bin/python3 -m pytest -v -rs tests/integration/test_download.py
 """
 
 import hashlib
-import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
+import urllib.parse
 import urllib.request
 
 import pytest
@@ -23,12 +26,13 @@ from faultserver import FaultServer
 from nginx import Nginx
 
 BUILD_DIR = os.environ.get("KRTIOT_BUILD_DIR", "/work/main/build")
-FETCH = os.path.join(BUILD_DIR, "tests", "tools", "krtiot-fetch")
+FETCH = os.path.join(BUILD_DIR, "src", "fetch", "krtiot-fetch")
 MiB = 1024 * 1024
 
 ENOENT, EACCES, ENOSPC, EINVAL, EFBIG = -2, -13, -28, -22, -27
 ELOOP, EBADMSG, EPROTONOSUPPORT, ETIMEDOUT, EPERM = -40, -74, -93, -110, -1
-EPROTO, EIO, ECONNRESET, EDQUOT = -71, -5, -104, -122
+EPROTO, EIO, ECONNRESET, EDQUOT, ECANCELED = -71, -5, -104, -122, -125
+EXIT_OK, EXIT_FAILED, EXIT_CANCELLED, EXIT_USAGE = 0, 1, 2, 64
 
 
 def sha256(data):
@@ -46,21 +50,62 @@ def clean_env():
     return env
 
 
+def parse_status(line):
+    """One fetch-wire status line (src/shared/fetch-wire.h) as a dict: "event" is its verb."""
+    verb, *fields = line.rstrip("\n").split(" ")
+    ev = {"event": verb}
+    for f in fields:
+        k, v = f.split("=", 1)
+        assert k not in ev, line
+        ev[k] = urllib.parse.unquote(v)
+    for k in ("done", "total", "offset", "fetched", "error"):
+        if k in ev:
+            ev[k] = int(ev[k])
+    for k in {"checkpoint": ("etag", "last_modified"), "result": ("reason", "sha256")}.get(verb, ()):
+        ev.setdefault(k, None)  # absent: none
+    return ev
+
+
+def int_arg(args, name, default=0):
+    args = [str(a) for a in args]
+    return int(args[args.index(name) + 1]) if name in args else default
+
+
 class Result:
-    def __init__(self, proc_returncode, stdout, stderr, elapsed):
-        self.returncode = proc_returncode
+    """What one run of krtiot-fetch said: its status lines (events), and in
+    .done the result line with what a person would also ask (bytes this run
+    fetched, attempts, time), taken from the status lines and the log."""
+
+    def __init__(self, returncode, status, stdout, stderr, elapsed, args):
+        self.returncode = returncode
+        self.stdout = stdout
         self.stderr = stderr
         self.elapsed = elapsed
-        self.events = [json.loads(line) for line in stdout.splitlines() if line.strip()]
-        ends = [e for e in self.events if e["event"] in ("done", "cancelled")]
-        self.done = ends[-1] if ends else None
+        self.events = [parse_status(line) for line in status.splitlines() if line.strip()]
+        results = self.of("result")
+        assert len(results) <= 1 and (not results or self.events[-1] is results[0]), \
+            "one result line, the last: %r" % self.events
+        self.done = None
+        if results:
+            r = results[0]
+            cps = self.of("checkpoint")
+            before = int_arg(args, "--bytes-fetched")
+            self.done = {
+                "event": "done",
+                "result": r["error"],
+                "reason": r.get("reason"),
+                "sha256": r.get("sha256"),
+                "bytes_fetched": cps[-1]["fetched"] - before if cps else 0,
+                "attempts": 1 + len(re.findall(r"Download attempt \d+ of .* retrying in", stderr)),
+                "elapsed_s": elapsed,
+            }
 
     def of(self, kind):
         return [e for e in self.events if e["event"] == kind]
 
     def __repr__(self):
         return "exit %s after %.2fs, last: %s, stderr: %s" % (
-            self.returncode, self.elapsed, self.done, self.stderr[-1500:])
+            self.returncode, self.elapsed, self.events[-3:], self.stderr[-1500:])
 
 
 def check_sanitizers(stderr):
@@ -68,18 +113,71 @@ def check_sanitizers(stderr):
         and "LeakSanitizer" not in stderr, stderr
 
 
-def run_fetch(url, part, *args, timeout=90):
-    start = time.monotonic()
-    proc = subprocess.run([FETCH, *map(str, args), url, str(part)], capture_output=True, text=True,
-                          env=clean_env(), timeout=timeout)
-    res = Result(proc.returncode, proc.stdout, proc.stderr, time.monotonic() - start)
-    check_sanitizers(proc.stderr)
+class Fetch:
+    """krtiot-fetch running: its status lines read from a pipe as they come (.lines, a
+    thread), stdout and stderr collected. URL_ON_STDIN: "-" and the URL on stdin, as
+    krtiotd passes it; else the URL on the command line. WRAP: a command put before it."""
+
+    def __init__(self, url, part, *args, url_on_stdin=True, wrap=(), env=None):
+        self.args = [str(a) for a in args]
+        r, w = os.pipe()  # w is never 1: krtiot-fetch's stdout must stay silent
+        cmd = [*wrap, FETCH, "--status-fd", str(w), *self.args, "-" if url_on_stdin else url, str(part)]
+        self.start = time.monotonic()
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     env=env or clean_env(), pass_fds=(w,))
+        os.close(w)
+        self.lines = []
+        self._status = os.fdopen(r, "r")
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        if url_on_stdin:
+            self.proc.stdin.write((url + "\n").encode())
+        self.proc.stdin.close()
+        self.proc.stdin = None  # communicate() must not flush it again
+
+    def _read(self):
+        for line in self._status:
+            self.lines.append(line)
+
+    def wait_event(self, pred, timeout=30):
+        """The first status line (as a dict) for which PRED is true."""
+        deadline = time.monotonic() + timeout
+        seen = 0
+        while time.monotonic() < deadline:
+            while seen < len(self.lines):
+                ev = parse_status(self.lines[seen])
+                seen += 1
+                if pred(ev):
+                    return ev
+            if self.proc.poll() is not None and not self._reader.is_alive():
+                break
+            time.sleep(0.01)
+        raise AssertionError("no such status line in %r" % self.lines)
+
+    def finish(self, timeout=90):
+        try:
+            out, err = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.communicate()
+            raise
+        elapsed = time.monotonic() - self.start
+        self._reader.join(10)
+        self._status.close()
+        out, err = out.decode(errors="replace"), err.decode(errors="replace")
+        check_sanitizers(err)
+        return Result(self.proc.returncode, "".join(self.lines), out, err, elapsed, self.args)
+
+
+def run_fetch(url, part, *args, timeout=90, url_on_stdin=True, wrap=()):
+    res = Fetch(url, part, *args, url_on_stdin=url_on_stdin, wrap=wrap).finish(timeout)
     assert res.done is not None, res
+    assert res.stdout == "" or wrap, "krtiot-fetch printed on stdout: %r" % res.stdout
     return res
 
 
 def assert_ok(res, data, part):
-    assert res.returncode == 0, res
+    assert res.returncode == EXIT_OK, res
     assert res.done["result"] == 0 and res.done["reason"] is None, res
     assert res.done["sha256"] == sha256(data), res
     with open(part, "rb") as f:
@@ -87,8 +185,8 @@ def assert_ok(res, data, part):
 
 
 def assert_fail(res, error, reason_part):
-    assert res.returncode == 1, res
-    assert res.done["event"] == "done" and res.done["result"] == error, res
+    assert res.returncode == EXIT_FAILED, res
+    assert res.done["result"] == error, res
     assert reason_part in res.done["reason"], res
 
 
@@ -221,7 +319,7 @@ def test_resume_from_partial_file_with_etag(ngx, image, part):
     half = len(image) // 2
     part.write_bytes(image[:half])
     etag = head(ngx.url("image.bin"))["ETag"]
-    res = run_fetch(ngx.url("image.bin"), part, "--offset", half, "--etag", etag, "--sha256", sha256(image))
+    res = run_fetch(ngx.url("image.bin"), part, "--resume-offset", half, "--etag", etag, "--sha256", sha256(image))
     assert_ok(res, image, part)
     assert res.done["bytes_fetched"] == len(image) - half
     assert '" 206 ' in nginx_requests(ngx, "image.bin")[-1]
@@ -231,7 +329,7 @@ def test_resume_with_last_modified_only(ngx, image, part):
     half = len(image) // 3
     part.write_bytes(image[:half])
     lm = head(ngx.url("image.bin"))["Last-Modified"]
-    res = run_fetch(ngx.url("image.bin"), part, "--offset", half, "--last-modified", lm)
+    res = run_fetch(ngx.url("image.bin"), part, "--resume-offset", half, "--last-modified", lm)
     assert_ok(res, image, part)
     assert res.done["bytes_fetched"] == len(image) - half
 
@@ -240,7 +338,7 @@ def test_bytes_past_the_checkpoint_are_dropped(ngx, image, part):
     half = len(image) // 2
     part.write_bytes(image[:half] + b"\0" * 100000)  # written after the last checkpoint, garbage
     etag = head(ngx.url("image.bin"))["ETag"]
-    res = run_fetch(ngx.url("image.bin"), part, "--offset", half, "--etag", etag)
+    res = run_fetch(ngx.url("image.bin"), part, "--resume-offset", half, "--etag", etag)
     assert_ok(res, image, part)
     assert res.done["bytes_fetched"] == len(image) - half
 
@@ -249,7 +347,7 @@ def test_bytes_past_the_checkpoint_are_dropped(ngx, image, part):
 def test_resume_without_usable_validator_starts_over(ngx, image, part, validator):
     half = len(image) // 2
     part.write_bytes(image[:half])
-    res = run_fetch(ngx.url("image.bin"), part, "--offset", half, *validator)
+    res = run_fetch(ngx.url("image.bin"), part, "--resume-offset", half, *validator)
     assert_ok(res, image, part)
     assert res.done["bytes_fetched"] == len(image)
 
@@ -257,7 +355,7 @@ def test_resume_without_usable_validator_starts_over(ngx, image, part, validator
 def test_resume_offset_beyond_file_starts_over(ngx, image, part):
     part.write_bytes(image[:1000])
     etag = head(ngx.url("image.bin"))["ETag"]
-    res = run_fetch(ngx.url("image.bin"), part, "--offset", 5000, "--etag", etag)
+    res = run_fetch(ngx.url("image.bin"), part, "--resume-offset", 5000, "--etag", etag)
     assert_ok(res, image, part)
     assert res.done["bytes_fetched"] == len(image)
 
@@ -270,7 +368,7 @@ def test_changed_file_on_server_is_refetched_whole(ngx, www, part):
     new = put(www, "changing.bin", os.urandom(MiB + 1000))
     os.utime(os.path.join(www, "changing.bin"), (time.time() + 10, time.time() + 10))
     assert head(ngx.url("changing.bin"))["ETag"] != etag
-    res = run_fetch(ngx.url("changing.bin"), part, "--offset", half, "--etag", etag)
+    res = run_fetch(ngx.url("changing.bin"), part, "--resume-offset", half, "--etag", etag)
     assert_ok(res, new, part)
     assert res.done["bytes_fetched"] == len(new)
     new_etag = head(ngx.url("changing.bin"))["ETag"]
@@ -281,7 +379,7 @@ def test_corrupt_prefix_is_caught_and_refetched_whole_once(ngx, image, part):
     half = len(image) // 2
     part.write_bytes(b"\xff" * half)
     etag = head(ngx.url("image.bin"))["ETag"]
-    res = run_fetch(ngx.url("image.bin"), part, "--offset", half, "--etag", etag, "--sha256", sha256(image))
+    res = run_fetch(ngx.url("image.bin"), part, "--resume-offset", half, "--etag", etag, "--sha256", sha256(image))
     assert_ok(res, image, part)
     assert res.done["bytes_fetched"] == len(image) - half + len(image)
     assert "fetching it whole again" in res.stderr
@@ -292,46 +390,43 @@ def test_complete_part_file_needs_no_body(ngx, image, part):
     etag = head(ngx.url("image.bin"))["ETag"]
     before = len(nginx_requests(ngx, "image.bin"))
     # SIZE known: verified from disk, no request at all.
-    res = run_fetch(ngx.url("image.bin"), part, "--offset", len(image), "--etag", etag, "--size", len(image),
+    res = run_fetch(ngx.url("image.bin"), part, "--resume-offset", len(image), "--etag", etag, "--size", len(image),
                     "--sha256", sha256(image))
     assert_ok(res, image, part)
     assert len(nginx_requests(ngx, "image.bin")) == before
     # SIZE unknown: the server answers 416 */SIZE, which says we have it all.
-    res = run_fetch(ngx.url("image.bin"), part, "--offset", len(image), "--etag", etag, "--sha256", sha256(image))
+    res = run_fetch(ngx.url("image.bin"), part, "--resume-offset", len(image), "--etag", etag, "--sha256", sha256(image))
     assert_ok(res, image, part)
     assert res.done["bytes_fetched"] == 0
     assert '" 416 ' in nginx_requests(ngx, "image.bin")[-1]
 
 
 def test_resume_after_stop_from_own_checkpoint(ngx, www, part):
-    """The daemon's real flow: run, persist the checkpoints, get stopped, start again from the last one."""
+    """The daemon's real flow: run, persist the checkpoints, get stopped (SIGTERM), start again from
+    the last checkpoint, which the stop itself wrote."""
     data = put(www, "slow.bin", os.urandom(8 * MiB))
-    proc = subprocess.Popen([FETCH, "--rate-limit", str(MiB), ngx.url("slow.bin"), str(part)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env())
-    checkpoint = None
+    f = Fetch(ngx.url("slow.bin"), part, "--rate-limit", MiB)
     try:
-        for line in proc.stdout:
-            ev = json.loads(line)
-            # The first checkpoints follow the headers; this one is the periodic one (every 5 s).
-            if ev["event"] == "checkpoint" and ev["offset"] >= 3 * MiB:
-                checkpoint = ev
-                proc.send_signal(signal.SIGTERM)
-                break
-        rest = proc.stdout.read()
-        assert proc.wait(timeout=30) == 2
+        # The first checkpoints follow the headers; this one is the periodic one (every 5 s).
+        periodic = f.wait_event(lambda e: e["event"] == "checkpoint" and e["offset"] >= 3 * MiB, timeout=30)
+        f.proc.send_signal(signal.SIGTERM)
+        stopped = f.finish(timeout=30)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    check_sanitizers(proc.stderr.read())
-    proc.stderr.close()
-    proc.stdout.close()
-    assert checkpoint is not None and checkpoint["etag"], rest
-    assert 3 * MiB <= checkpoint["offset"] < len(data)  # a time checkpoint, about 5 s in
-    res = run_fetch(ngx.url("slow.bin"), part, "--offset", checkpoint["offset"], "--etag", checkpoint["etag"],
-                    "--last-modified", checkpoint["last_modified"], "--sha256", sha256(data))
+        if f.proc.poll() is None:
+            f.proc.kill()
+            f.proc.wait()
+    assert stopped.returncode == EXIT_CANCELLED, stopped
+    assert stopped.done["result"] == ECANCELED and stopped.done["reason"] == "cancelled", stopped
+    last = stopped.of("checkpoint")[-1]
+    assert last["etag"] and last["offset"] >= periodic["offset"], stopped
+    assert 3 * MiB <= last["offset"] < len(data)  # a time checkpoint, about 5 s in, or the stop's
+    assert last["offset"] == os.path.getsize(part), "the stop's checkpoint is what is on disk"
+    res = run_fetch(ngx.url("slow.bin"), part, "--resume-offset", last["offset"], "--etag", last["etag"],
+                    "--last-modified", last["last_modified"], "--bytes-fetched", last["fetched"],
+                    "--sha256", sha256(data))
     assert_ok(res, data, part)
-    assert res.done["bytes_fetched"] == len(data) - checkpoint["offset"]
+    assert res.done["bytes_fetched"] == len(data) - last["offset"]
+    assert res.of("checkpoint")[-1]["fetched"] == len(data), "counted on from the stop's checkpoint"
 
 
 # ---------------------------------------------------------------- nginx: limits
@@ -533,7 +628,7 @@ def test_redirect_to_other_protocol_is_refused(fault, part, key, target):
 def test_server_ignoring_range_is_refetched_whole(fault, fimg, part, key):
     half = len(fimg) // 2
     part.write_bytes(fimg[:half])
-    res = run_fetch(fault.url("img", key=key, ignore_range=1), part, "--offset", half, "--etag", '"img-v0"',
+    res = run_fetch(fault.url("img", key=key, ignore_range=1), part, "--resume-offset", half, "--etag", '"img-v0"',
                     "--sha256", sha256(fimg))
     assert_ok(res, fimg, part)
     assert res.done["bytes_fetched"] == len(fimg)
@@ -719,13 +814,13 @@ def test_restart_without_validators_resumes_when_a_hash_is_given(fault, fimg, pa
     restart continues with a plain Range instead of fetching it all again."""
     n = 700000
     part.write_bytes(fimg[:n])
-    res = run_fetch(fault.url("img", key=key, no_validators=1), part, "--offset", n, "--sha256", sha256(fimg))
+    res = run_fetch(fault.url("img", key=key, no_validators=1), part, "--resume-offset", n, "--sha256", sha256(fimg))
     assert_ok(res, fimg, part)
     assert ranges(fault, key) == ["bytes=%d-" % n]
     assert res.done["bytes_fetched"] == len(fimg) - n
     # Without the hash the same offset is not trusted.
     part.write_bytes(fimg[:n])
-    res = run_fetch(fault.url("img", key=key + "0", no_validators=1), part, "--offset", n)
+    res = run_fetch(fault.url("img", key=key + "0", no_validators=1), part, "--resume-offset", n)
     assert_ok(res, fimg, part)
     assert ranges(fault, key + "0") == [None]
     assert res.done["bytes_fetched"] == len(fimg)
@@ -734,14 +829,14 @@ def test_restart_without_validators_resumes_when_a_hash_is_given(fault, fimg, pa
 def test_plain_range_resume_with_bad_prefix_starts_over_once(fault, fimg, part, key):
     n = 700000
     part.write_bytes(b"\xff" * n)
-    res = run_fetch(fault.url("img", key=key, no_validators=1), part, "--offset", n, "--sha256", sha256(fimg))
+    res = run_fetch(fault.url("img", key=key, no_validators=1), part, "--resume-offset", n, "--sha256", sha256(fimg))
     assert_ok(res, fimg, part)
     assert ranges(fault, key) == ["bytes=%d-" % n, None]
     assert res.done["bytes_fetched"] == len(fimg) - n + len(fimg)
     assert "fetching it whole again" in res.stderr
     # Once: a server whose file never matches the hash is not fetched a third time.
     part.write_bytes(b"\xff" * n)
-    res = run_fetch(fault.url("img", key=key + "0", no_validators=1, wrong=1), part, "--offset", n,
+    res = run_fetch(fault.url("img", key=key + "0", no_validators=1, wrong=1), part, "--resume-offset", n,
                     "--sha256", sha256(fimg))
     assert_fail(res, EBADMSG, "SHA-256 mismatch")
     assert ranges(fault, key + "0") == ["bytes=%d-" % n, None]
@@ -773,7 +868,7 @@ def test_server_cutting_every_response_ends_within_the_retries(fault, part, key)
     assert res.done["bytes_fetched"] == 3 * 2 * MiB
     assert res.elapsed < 10, res
     # The running total, saved before each wait, is what a restarted daemon continues counting from.
-    totals = [c["bytes_fetched"] for c in res.of("checkpoint")]
+    totals = [c["fetched"] for c in res.of("checkpoint")]
     assert totals == sorted(totals) and {2 * MiB, 4 * MiB} <= set(totals), res
 
 
@@ -807,68 +902,173 @@ def test_bytes_fetched_cap_holds_across_restarts(fault, part, key):
     # Positive control: below the allowance the same download completes, and counts on from there.
     res = run_fetch(fault.url("big", key=key + "2"), part, "--bytes-fetched", 20 * MiB)
     assert_ok(res, big, part)
-    assert res.of("checkpoint")[-1]["bytes_fetched"] <= 20 * MiB + len(big)
+    assert res.of("checkpoint")[-1]["fetched"] == 20 * MiB + len(big)
 
 
-# ---------------------------------------------------------------- cancellation
+# ---------------------------------------------------------------- cancellation, signals, parent
 
 
-def test_cancel_from_checkpoint_callback(ngx, image, part):
-    res = run_fetch(ngx.url("image.bin"), part, "--cancel-after", 0, "--rate-limit", MiB)
-    assert res.returncode == 2 and res.done["event"] == "cancelled" and res.done["why"] == "checkpoint", res
-    assert os.path.getsize(part) < len(image)
+def stop_with(f, sig):
+    """Sends SIG; returns the Result and how long the exit took after it."""
+    sent = time.monotonic()
+    f.proc.send_signal(sig)
+    res = f.finish(timeout=20)
+    return res, time.monotonic() - sent
 
 
-def test_cancel_from_progress_callback_mid_transfer(ngx, image, part):
-    res = run_fetch(ngx.url("image.bin"), part, "--cancel-after", MiB, "--rate-limit", MiB)
-    assert res.returncode == 2 and res.done["why"] == "progress", res
+def test_sigterm_after_first_checkpoint_ends_with_checkpoint_and_exit_2(ngx, image, part):
+    f = Fetch(ngx.url("image.bin"), part, "--rate-limit", MiB)
+    f.wait_event(lambda e: e["event"] == "checkpoint")
+    res, took = stop_with(f, signal.SIGTERM)
+    assert res.returncode == EXIT_CANCELLED and res.done["result"] == ECANCELED, res
+    assert res.done["reason"] == "cancelled" and res.done["sha256"] is None, res
+    assert took < 1.0, "SIGTERM took %.2f s to stop the transfer" % took
+    assert res.of("checkpoint")[-1]["offset"] == os.path.getsize(part) < len(image), res
+    assert "cancelled" in res.stderr
+
+
+def test_sigint_mid_transfer_stops_promptly(ngx, image, part):
+    f = Fetch(ngx.url("image.bin"), part, "--rate-limit", MiB)
+    f.wait_event(lambda e: e["event"] == "progress" and e["done"] >= MiB)
+    res, took = stop_with(f, signal.SIGINT)
+    assert res.returncode == EXIT_CANCELLED and res.done["result"] == ECANCELED, res
+    assert took < 1.0, "SIGINT took %.2f s to stop the transfer" % took
+    last = res.of("checkpoint")[-1]
+    assert MiB <= last["offset"] == os.path.getsize(part) < len(image), res
     assert MiB <= res.done["bytes_fetched"] < len(image)
-    assert res.elapsed < 2.5
 
 
-def test_cancel_while_waiting_to_retry(fault, part, key):
-    proc = subprocess.Popen([FETCH, "--retries", "5", "--retry-delay-ms", "5000", fault.url("img", key=key, status=503),
-                             str(part)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env())
+def test_sigterm_while_waiting_to_retry(fault, part, key):
+    """Retry-After: 30 makes the wait 30 s exactly; SIGTERM ends it at once."""
+    f = Fetch(fault.url("img", key=key, status=503, retry_after=30), part, "--retries", 5,
+              "--retry-max-ms", 30000)
+    deadline = time.monotonic() + 10
+    while not fault.requests(key) and time.monotonic() < deadline:
+        time.sleep(0.05)
     time.sleep(0.5)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=10)
-    check_sanitizers(err)
-    assert proc.returncode == 2, (out, err)
-    assert json.loads(out.splitlines()[-1])["event"] == "cancelled"
+    res, took = stop_with(f, signal.SIGTERM)
+    assert "retrying in 30000 ms" in res.stderr, res
+    assert res.returncode == EXIT_CANCELLED and res.done["reason"] == "cancelled", res
+    assert took < 1.0, "the wait to retry ignored SIGTERM for %.2f s" % took
+    assert len(fault.requests(key)) == 1
+
+
+def test_sigterm_while_the_server_stalls(fault, part, key):
+    f = Fetch(fault.url("img", key=key, stall_headers=1), part, "--stall-timeout", 30)
+    deadline = time.monotonic() + 10
+    while not fault.requests(key) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    res, took = stop_with(f, signal.SIGTERM)
+    assert res.returncode == EXIT_CANCELLED and res.done["reason"] == "cancelled", res
+    assert took < 1.5, "a stalled transfer ignored SIGTERM for %.2f s" % took
+
+
+def test_url_password_not_in_cmdline_nor_log(fault, part, key):
+    """krtiotd passes the URL on stdin ("-"): ps must not show a password, and no log line does."""
+    url = fault.url("img", key=key, stall=300000).replace("http://", "http://user:s3cret-Pw@")
+    f = Fetch(url, part, "--stall-timeout", 2, "--retries", 1, "--retry-delay-ms", 50, "-v")
+    f.wait_event(lambda e: e["event"] == "checkpoint")
+    with open("/proc/%d/cmdline" % f.proc.pid, "rb") as c:
+        cmdline = c.read()
+    res = f.finish(timeout=30)
+    assert b"s3cret" not in cmdline and b"user" not in cmdline, cmdline
+    assert b"--status-fd" in cmdline, "positive control: that was krtiot-fetch's command line"
+    assert res.returncode == EXIT_FAILED and res.done["reason"] == "gave up after 2 attempts: download stalled", res
+    assert "s3cret" not in res.stderr and "s3cret" not in "".join(f.lines)
+    assert "http://user:***@127.0.0.1:" in res.stderr, "positive control: the URL was logged, redacted"
+    assert fault.requests(key)[0]["path"].startswith("/img"), "positive control: the URL was used"
+
+
+def test_url_on_the_command_line_works_too(ngx, image, part):
+    assert_ok(run_fetch(ngx.url("image.bin"), part, url_on_stdin=False), image, part)
+
+
+def run_plain(*args, stdin=b""):
+    return subprocess.run([FETCH, *map(str, args)], input=stdin, capture_output=True, env=clean_env(), timeout=20)
+
+
+def test_help_version_and_bad_usage(tmp_path):
+    r = run_plain("--help")
+    assert r.returncode == 0 and b"--status-fd" in r.stdout and b"--resume-offset" in r.stdout, r
+    assert run_plain("-h").stdout == r.stdout
+    r = run_plain("--version")
+    assert r.returncode == 0 and re.match(rb"krtiot-fetch \d+\.\d+", r.stdout), r
+    part = tmp_path / "x.part"
+    for args in [(), ("http://127.0.0.1:9/x",), ("--bogus", "http://127.0.0.1:9/x", part),
+                 ("--retries", "-1", "http://127.0.0.1:9/x", part), ("--size", "12k", "http://127.0.0.1:9/x", part),
+                 ("--status-fd", "77", "http://127.0.0.1:9/x", part), ("a", "b", "c")]:
+        r = run_plain(*args)
+        assert r.returncode == EXIT_USAGE and r.stdout == b"" and b"krtiot-fetch" in r.stderr, (args, r)
+    # "-" with nothing, or too much, on stdin.
+    assert run_plain("-", part).returncode == EXIT_USAGE
+    assert run_plain("-", part, stdin=b"\n").returncode == EXIT_USAGE
+    assert run_plain("-", part, stdin=b"http://127.0.0.1/" + b"x" * 9000 + b"\n").returncode == EXIT_USAGE
+    assert not part.exists(), "a usage error touches no file"
 
 
 # ---------------------------------------------------------------- memory and speed
 
 
-def test_memory_is_constant_whatever_the_size(ngx, www, tmp_path):
-    tiny = put(www, "tiny.bin", os.urandom(4096))
-    with open(os.path.join(www, "huge.bin"), "wb") as f:
-        for _ in range(200):
-            f.write(os.urandom(MiB))
-    small = run_fetch(ngx.url("tiny.bin"), tmp_path / "tiny.part")
-    assert_ok(small, tiny, tmp_path / "tiny.part")
-    big = run_fetch(ngx.url("huge.bin"), tmp_path / "huge.part", timeout=300)
-    assert big.returncode == 0 and big.done["bytes_fetched"] == 200 * MiB, big
-    with open(os.path.join(www, "huge.bin"), "rb") as f:
-        h = hashlib.sha256()
-        for chunk in iter(lambda: f.read(MiB), b""):
-            h.update(chunk)
-    assert big.done["sha256"] == h.hexdigest()
-    os.unlink(tmp_path / "huge.part")
+def peak_rss_kib(stderr):
+    """GNU time's %M (maxrss of the child it forked), printed last on stderr. Through time,
+    because ru_maxrss survives execve(): a child pytest starts directly would report pytest's."""
+    m = re.search(r"^PEAK_RSS_KIB=(\d+)$", stderr, re.M)
+    assert m, stderr[-500:]
+    return int(m.group(1))
 
-    growth = big.done["peak_rss_kib"] - small.done["peak_rss_kib"]
-    print("\npeak RSS: tiny %d KiB, 200 MiB %d KiB (growth %d KiB)" % (
-        small.done["peak_rss_kib"], big.done["peak_rss_kib"], growth))
-    print("krtiot-fetch: 200 MiB in %.2f s = %.0f MiB/s (hashing SHA-256, writing to disk)" % (
-        big.done["elapsed_s"], big.done["mib_per_s"]))
-    if shutil.which("curl"):
-        start = time.monotonic()
-        out = subprocess.run("curl -s --noproxy '*' %s | sha256sum" % ngx.url("huge.bin"), shell=True,
-                             capture_output=True, text=True, check=True).stdout
-        secs = time.monotonic() - start
-        assert out.split()[0] == h.hexdigest()
-        print("reference: curl -s URL | sha256sum: %.2f s = %.0f MiB/s" % (secs, 200 / secs))
-    else:
-        print("reference skipped: no curl command")
-    os.unlink(os.path.join(www, "huge.bin"))
-    assert growth < 2048, "peak RSS grew by %d KiB for a 200 MiB image" % growth
+
+def write_random(path, mib):
+    block = os.urandom(MiB)
+    h = hashlib.sha256()
+    with open(path, "wb") as f:
+        for i in range(mib):
+            b = block[i % 4096:] + block[:i % 4096]  # every MiB different: no dedup anywhere helps
+            f.write(b)
+            h.update(b)
+    return h.hexdigest()
+
+
+def test_peak_rss_is_the_same_for_256_mib_and_1_gib(ngx, www, tmp_path):
+    """Constant memory whatever the image size: krtiot-fetch's peak RSS for a 1 GiB image is within
+    1 MiB of its peak for a 256 MiB one (SHA-256 given, hashing and writing to disk as it goes)."""
+    if not os.access("/usr/bin/time", os.X_OK):
+        pytest.fail("/usr/bin/time (Debian package time) is needed to measure a child's peak RSS")
+    wrap = ("/usr/bin/time", "-f", "PEAK_RSS_KIB=%M")
+    peaks, speeds = {}, {}
+    for mib in (256, 1024):
+        name = "m%d.bin" % mib
+        digest = write_random(os.path.join(www, name), mib)
+        part = tmp_path / (name + ".part")
+        try:
+            res = run_fetch(ngx.url(name), part, "--size", mib * MiB, "--sha256", digest, wrap=wrap, timeout=600)
+            assert res.returncode == EXIT_OK and res.done["sha256"] == digest, res
+            assert res.done["bytes_fetched"] == mib * MiB
+            peaks[mib] = peak_rss_kib(res.stderr)
+            speeds[mib] = mib / res.elapsed
+        finally:
+            os.unlink(os.path.join(www, name))
+            if part.exists():
+                os.unlink(part)
+    print("\nkrtiot-fetch peak RSS: 256 MiB image %d KiB, 1 GiB image %d KiB (difference %+d KiB); "
+          "%.0f and %.0f MiB/s (SHA-256, writing to disk, fsync)"
+          % (peaks[256], peaks[1024], peaks[1024] - peaks[256], speeds[256], speeds[1024]))
+    assert abs(peaks[1024] - peaks[256]) <= 1024, peaks
+
+
+def test_memory_is_constant_with_a_tiny_image_too(ngx, www, tmp_path):
+    """The fixed cost: a 4 KiB image peaks within 1 MiB of a 64 MiB one (no buffer grows with the size)."""
+    wrap = ("/usr/bin/time", "-f", "PEAK_RSS_KIB=%M")
+    if not os.access(wrap[0], os.X_OK):
+        pytest.fail("/usr/bin/time (Debian package time) is needed to measure a child's peak RSS")
+    tiny = put(www, "tiny.bin", os.urandom(4096))
+    small = run_fetch(ngx.url("tiny.bin"), tmp_path / "tiny.part", wrap=wrap)
+    assert_ok(small, tiny, tmp_path / "tiny.part")
+    digest = write_random(os.path.join(www, "m64.bin"), 64)
+    big = run_fetch(ngx.url("m64.bin"), tmp_path / "m64.part", "--sha256", digest, wrap=wrap, timeout=300)
+    os.unlink(os.path.join(www, "m64.bin"))
+    assert big.returncode == EXIT_OK and big.done["bytes_fetched"] == 64 * MiB, big
+    growth = peak_rss_kib(big.stderr) - peak_rss_kib(small.stderr)
+    print("\npeak RSS: 4 KiB image %d KiB, 64 MiB image %d KiB (growth %d KiB)"
+          % (peak_rss_kib(small.stderr), peak_rss_kib(big.stderr), growth))
+    assert growth <= 1024, "peak RSS grew by %d KiB for a 64 MiB image" % growth

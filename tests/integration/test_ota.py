@@ -654,6 +654,69 @@ def test_new_command_replaces_running_download(device, slow_nginx, www, platform
         m.get("FW_VERSION") != "2.0.1" for m in platform.messages("D1", cmd=10, since=mark))
 
 
+# -- 9b: krtiot-fetch, the downloader process ------------------------------------
+
+def _fetch_children(ppid):
+    """Live (not zombie) krtiot-fetch processes whose parent is PPID."""
+    found = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % d) as f:
+                stat = f.read()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1:stat.rindex(")")]
+        state, parent = stat[stat.rindex(")") + 2:].split()[:2]
+        if comm == "krtiot-fetch" and int(parent) == ppid and state != "Z":
+            found.append(int(d))
+    return found
+
+
+def _alive(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_krtiot_fetch_runs_only_for_a_download_and_dies_with_krtiotd(device, faults, nginx, www, platform):
+    """SPEC 9: no downloader process while idle; during a download one krtiot-fetch, krtiotd's child,
+    with the URL's password nowhere on its command line; krtiotd SIGKILLed takes it along
+    (PR_SET_PDEATHSIG), even while it has nothing to say (a stalled server: no status line whose
+    failed write would end it too); a new command replaces the resumed download, and once that one
+    is done no krtiot-fetch is left."""
+    data = image(www, "fw.img", 512 * 1024)
+    dv = device(faults, config={"ota.stall_timeout": 120}).start()
+    assert _fetch_children(dv.d.pid) == [], "a krtiot-fetch while idle"
+    url = faults.url("fw.img", key="pdeath", stall=300000).replace("http://", "http://op7:pw-Zr8q@")
+    cmd_id, mark = dv.send(url, "2.0.1")
+    dv.wait_state(cmd_id, "DOWNLOADING", since=mark)
+    pid = wait_until(lambda: _fetch_children(dv.d.pid), 10, "krtiot-fetch to start")[0]
+    with open("/proc/%d/cmdline" % pid, "rb") as f:
+        cmdline = f.read().split(b"\0")
+    assert b"--status-fd" in cmdline, cmdline
+    assert not [a for a in cmdline if b"pw-Zr8q" in a or b"op7" in a], cmdline
+    part = wait_until(lambda: [f for f in dv.files() if f.endswith(".part")], 10, "a .part")[0]
+    wait_until(lambda: os.path.getsize(os.path.join(dv.download_dir, part)) >= 300000, 10, "the stall")
+    time.sleep(1.5)  # the last progress line is out: from now on krtiot-fetch writes nothing
+    dv.d.kill9()
+    wait_until(lambda: not _alive(pid), 3, "krtiot-fetch %d to die with krtiotd" % pid)
+
+    dv.d.start()
+    old = wait_until(lambda: _fetch_children(dv.d.pid), 10, "the download to resume")[0]
+    id_b, mark_b = dv.send(nginx.url("fw.img"), "2.0.2")
+    dv.wait_state(id_b, "DONE", since=mark_b, timeout=30)
+    assert not _alive(old), "the replaced download's krtiot-fetch is gone"
+    assert dv.slot.read_bytes() == data
+    assert _fetch_children(dv.d.pid) == [], "krtiot-fetch outlived its download"
+    log = dv.d.log_text()
+    assert "pw-Zr8q" not in log and "op7:***@" in log
+    assert re.search(r"<[67]>krtiot-fetch: ", log), "krtiot-fetch's own log lines, under its name"
+
+
 # -- 10 --------------------------------------------------------------------------
 
 def test_loop_runs_during_slow_hook(device, nginx, www, platform):

@@ -5,7 +5,9 @@
  * (escaped, cut), exec errors, capture and its limit, the
  * clean environment, closed fds, reset signal state, timeout with the
  * SIGKILL grace, bounded memory under a flood, grandchildren holding the
- * pipes, and process_free() on a running child. The log goes to stderr, so
+ * pipes, process_free() on a running child, stdin data, stdout handed over
+ * line by line (and a free from that callback), children that die with
+ * their parent, and the priorities of prefixed log lines. The log goes to stderr, so
  * the tests that check it point fd 2 at a temporary file meanwhile.
  */
 #ifndef _GNU_SOURCE
@@ -20,6 +22,7 @@
 #include <sys/wait.h>
 #include <time.h>
 
+#include "log.h"
 #include "process.h"
 #include "tap.h"
 #include "util/macro.h"
@@ -826,6 +829,236 @@ static void test_free_running(void)
         sd_event_unref(e);
 }
 
+/* ---- stdin_data, stdout_line, die_with_parent, priorities ---- */
+
+static void test_stdin(void)
+{
+        char *argv[] = { "/bin/cat", NULL };
+        ProcessParams params = { .argv = argv, .capture_stdout = true, .capture_max = 64 * 1024,
+                                 .stdin_data = "http://u:secret@host/x\n", .stdin_len = 23 };
+        static char big[PROCESS_STDIN_MAX + 1];
+        Run run = {};
+        sd_event *e = NULL;
+        Process *p = NULL;
+
+        is_int(run_process(&params, &run), 0, "spawn");
+        is_int(run.result, 0, "stdin: cat exits 0 (it saw EOF after the data)");
+        is_str(run.output, "http://u:secret@host/x\n", "stdin: the child read the data");
+        run_done(&run);
+
+        /* More than PIPE_BUF: the pipe is enlarged, nothing blocks. */
+        memset(big, 'u', sizeof(big));
+        params.stdin_data = big;
+        params.stdin_len = PROCESS_STDIN_MAX;
+        is_int(run_process(&params, &run), 0, "spawn");
+        is_int(run.output_len, PROCESS_STDIN_MAX, "stdin: PROCESS_STDIN_MAX bytes arrive whole");
+        run_done(&run);
+
+        sd_event_new(&e);
+        params.stdin_len = PROCESS_STDIN_MAX + 1;
+        is_int(process_spawn(e, &params, on_done, &run, &p), -E2BIG, "stdin: one byte more is -E2BIG");
+        ok(p == NULL, "stdin: nothing started");
+        params.stdin_data = NULL;
+        params.stdin_len = 1;
+        is_int(process_spawn(e, &params, on_done, &run, &p), -EINVAL, "stdin: a length without data is -EINVAL");
+        sd_event_unref(e);
+
+        /* Without stdin_data, stdin is /dev/null as before. */
+        params = (ProcessParams){ .argv = argv, .capture_stdout = true, .capture_max = 64 };
+        is_int(run_process(&params, &run), 0, "spawn");
+        is_int(run.output_len, 0, "no stdin_data: empty stdin");
+        run_done(&run);
+}
+
+typedef struct Lines {
+        Run run;
+        char got[4096];
+        unsigned n, dropped;
+        unsigned free_at; /* process_free() from the callback at this line (1-based); 0: never */
+} Lines;
+
+static void on_line(Process *p, const char *line, size_t len, bool dropped, void *userdata)
+{
+        Lines *l = userdata;
+        size_t n = strlen(l->got);
+
+        l->n++;
+        if (dropped)
+                l->dropped++;
+        ok(line[len] == 0, "a line is NUL-terminated");
+        snprintf(l->got + n, sizeof(l->got) - n, "%s[%zu]%s|", dropped ? "!" : "", len, line);
+        if (l->free_at && l->n == l->free_at)
+                l->run.p = process_free(p);
+}
+
+static void on_lines_done(Process *p, const ProcessResult *result, void *userdata)
+{
+        on_done(p, result, &((Lines *)userdata)->run);
+}
+
+static void run_lines(const ProcessParams *params, Lines *l)
+{
+        sd_event *e = NULL;
+        uint64_t start = now_usec();
+
+        sd_event_new(&e);
+        is_int(process_spawn(e, params, on_lines_done, l, &l->run.p), 0, "spawn");
+        l->run.pid = process_pid(l->run.p);
+        while (l->run.calls == 0 && l->run.p && now_usec() - start < RUN_MAX_USEC)
+                sd_event_run(e, 100 * USEC_PER_MSEC);
+        for (int i = 0; i < 3; i++)
+                sd_event_run(e, 10 * USEC_PER_MSEC);
+        l->run.p = process_free(l->run.p);
+        sd_event_unref(e);
+}
+
+static void test_stdout_line(void)
+{
+        char *argv[] = { SH, "-c",
+                         "printf 'a\\nbb\\n\\n'; printf '%0300d\\n' 0; printf '0123456789\\nnul\\000x\\n';"
+                         "echo to stderr >&2; printf 'cut'",
+                         NULL };
+        ProcessParams params = { .argv = argv, .log_prefix = "t", .log_max = 4096, .stdout_line = on_line,
+                                 .stdout_line_max = 10 };
+        Lines l = {};
+        int saved, fd;
+        _cleanup_free_ char *log = NULL;
+
+        fd = stderr_begin(&saved);
+        run_lines(&params, &l);
+        log = stderr_end(fd, saved);
+        is_int(l.run.calls, 1, "lines: done once");
+        is_int(l.run.result, 0, "lines: exit 0");
+        is_str(l.got, "[1]a|[2]bb|[0]|![0]|[10]0123456789|[5]nul|![0]|",
+               "lines: in order, empty ones too, over the limit and the unterminated last one dropped");
+        is_int(l.dropped, 2, "lines: two dropped");
+        is_str(log, "<6>t: to stderr\n", "lines: stdout not logged, stderr still is");
+        run_done(&l.run);
+
+        /* capture and lines at once make no sense. */
+        {
+                sd_event *e = NULL;
+                Process *p = NULL;
+
+                sd_event_new(&e);
+                params.capture_stdout = true;
+                is_int(process_spawn(e, &params, on_lines_done, &l, &p), -EINVAL, "lines and capture: -EINVAL");
+                params.capture_stdout = false;
+                params.stdout_line_max = 1024 * 1024;
+                is_int(process_spawn(e, &params, on_lines_done, &l, &p), -EINVAL, "lines over 64 KiB: -EINVAL");
+                sd_event_unref(e);
+        }
+
+        /* Freed from the line callback: no further line, no DONE, the child is gone. */
+        argv[2] = "echo one; echo two; echo three; exec /bin/sleep 100";
+        params.stdout_line_max = 100;
+        l = (Lines){ .free_at = 2 };
+        run_lines(&params, &l);
+        is_str(l.got, "[3]one|[3]two|", "free in line callback: nothing after it");
+        is_int(l.run.calls, 0, "free in line callback: no DONE");
+        ok(l.run.p == NULL, "free in line callback: freed");
+        errno = 0;
+        ok(kill(l.run.pid, 0) < 0 && errno == ESRCH, "free in line callback: child killed and reaped");
+        run_done(&l.run);
+
+        /* The same while draining at exit (the lines are read after the child ended). */
+        argv[2] = "echo one; echo two; echo three";
+        l = (Lines){ .free_at = 1 };
+        {
+                sd_event *e = NULL;
+
+                sd_event_new(&e);
+                is_int(process_spawn(e, &params, on_lines_done, &l, &l.run.p), 0, "spawn");
+                l.run.pid = process_pid(l.run.p);
+                usleep(300 * 1000); /* the child has exited: all three lines wait in the pipe */
+                for (int i = 0; i < 20 && l.run.p; i++)
+                        sd_event_run(e, 50 * USEC_PER_MSEC);
+                sd_event_unref(e);
+        }
+        is_str(l.got, "[3]one|", "free in line callback at exit: nothing after it");
+        is_int(l.run.calls, 0, "free in line callback at exit: no DONE");
+        errno = 0;
+        ok(kill(l.run.pid, 0) < 0 && errno == ESRCH, "free in line callback at exit: child reaped");
+        run_done(&l.run);
+}
+
+/* Spawns `sleep 100` from a forked helper with its own loop, kills the helper, says whether the sleep died. */
+static bool sleeper_dies_with_helper(bool die_with_parent)
+{
+        int fds[2];
+        pid_t helper, sleeper = 0;
+        bool gone;
+
+        if (pipe(fds) < 0)
+                return false;
+        helper = fork();
+        if (helper == 0) {
+                char *argv[] = { "/bin/sleep", "100", NULL };
+                ProcessParams params = { .argv = argv, .die_with_parent = die_with_parent };
+                sd_event *e = NULL;
+                Process *p = NULL;
+                pid_t pid;
+
+                close(fds[0]);
+                sd_event_new(&e);
+                if (process_spawn(e, &params, on_done, &(Run){}, &p) < 0)
+                        _exit(1);
+                pid = process_pid(p);
+                (void)!write(fds[1], &pid, sizeof(pid));
+                for (;;)
+                        sd_event_run(e, UINT64_MAX);
+        }
+        close(fds[1]);
+        if (read(fds[0], &sleeper, sizeof(sleeper)) != sizeof(sleeper) || sleeper <= 0) {
+                close(fds[0]);
+                kill(helper, SIGKILL);
+                waitpid(helper, NULL, 0);
+                return false;
+        }
+        close(fds[0]);
+        usleep(100 * 1000); /* past its prctl() */
+        kill(helper, SIGKILL);
+        waitpid(helper, NULL, 0);
+        /* Reparented to init (or a subreaper), which reaps it: gone, or at most a zombie. */
+        gone = group_gone_within(sleeper, 2 * USEC_PER_SEC);
+        if (!gone)
+                kill(-sleeper, SIGKILL);
+        return gone;
+}
+
+static void test_die_with_parent(void)
+{
+        ok(sleeper_dies_with_helper(true), "die_with_parent: the child dies when its parent is SIGKILLed");
+        ok(!sleeper_dies_with_helper(false), "without it the child outlives its parent (positive control)");
+}
+
+static void test_priorities(void)
+{
+        char *argv[] = { SH, "-c",
+                         "printf '<3>err\\n<7>dbg\\n<0>emerg\\n<1>\\nplain\\n<8>eight\\n<4>warn' >&2;"
+                         "echo '<5>to stdout'",
+                         NULL };
+        ProcessParams params = { .argv = argv, .log_prefix = "t", .log_max = 4096 };
+        int saved, fd, level = log_get_max_level();
+        Run run = {};
+        _cleanup_free_ char *log = NULL;
+
+        log_set_max_level(LOG_DEBUG);
+        fd = stderr_begin(&saved);
+        is_int(run_process(&params, &run), 0, "spawn");
+        log = stderr_end(fd, saved);
+        log_set_max_level(level);
+        ok(log && strstr(log, "<3>t: err\n") && strstr(log, "<7>t: dbg\n") && strstr(log, "<4>t: warn\n") &&
+                   strstr(log, "<5>t: to stdout\n"),
+           "priorities: a prefixed line is logged at its priority, without the prefix");
+        ok(log && strstr(log, "<3>t: emerg\n") && !strstr(log, "<0>"), "priorities: never above LOG_ERR");
+        ok(log && !strstr(log, "<1>") && !strstr(log, "t: \n"), "priorities: a bare prefix logs nothing");
+        ok(log && strstr(log, "<6>t: plain\n") && strstr(log, "<6>t: <8>eight\n"),
+           "priorities: no prefix, or not a priority: LOG_INFO, line unchanged");
+        is_str(run.last_line, "warn", "priorities: the last line without its prefix");
+        run_done(&run);
+}
+
 int main(void)
 {
         sigset_t ss;
@@ -851,6 +1084,10 @@ int main(void)
         test_grandchild();
         test_free_running();
         test_timeout();
+        test_stdin();
+        test_stdout_line();
+        test_die_with_parent();
+        test_priorities();
 
         return tap_done();
 }

@@ -1,20 +1,20 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The download engine: one Download fetches one firmware image over HTTP(S)
- * into a ".part" file, inside the caller's sd-event loop (libcurl's multi
- * interface, never blocking the loop), streaming to disk and hashing as it
- * goes, in constant memory whatever the image size.
+ * The download engine of krtiot-fetch: one Download fetches one firmware
+ * image over HTTP(S) into a ".part" file, blocking (libcurl's easy
+ * interface: this program does nothing else meanwhile), streaming to disk
+ * and hashing as it goes, in constant memory whatever the image size.
  *
  * It resumes with Range (after a dropped connection within one run, and
  * across daemon restarts from the offset, validators and byte count the
  * caller persisted from a checkpoint; see DownloadParams for when), retries
  * transient failures with jittered backoff, within bounds no server can
  * stretch (see retries, and a cap of about 3 times the image's size on the
- * bytes one job fetches), and reports exactly one result through the done
- * callback: 0 when the file is complete (a 200, or a 206 answering our
- * Range, whose body has the length the server declared), matches every
- * expectation given (SIZE, MD5, SHA-256) and has been fsync()ed; or -errno
- * with a short human reason.
+ * bytes one job fetches), and ends with one result, download_run()'s: 0
+ * when the file is complete (a 200, or a 206 answering our Range, whose body
+ * has the length the server declared), matches every expectation given
+ * (SIZE, MD5, SHA-256) and has been fsync()ed; or -errno with a short human
+ * reason.
  *
  * Only http:// and https:// are ever fetched, also after redirects; HTTPS
  * verifies the peer and its host name. Proxies: libcurl's defaults apply, so
@@ -28,7 +28,6 @@
 #pragma once
 
 #include <stdint.h>
-#include <systemd/sd-event.h>
 
 typedef struct Download Download;
 
@@ -65,7 +64,7 @@ typedef struct DownloadParams {
 
         /* Limits. 0 = no limit, except where said. */
         uint64_t max_image_size;      /* enforced from Content-Length and as bytes arrive */
-        uint64_t rate_limit;          /* bytes per second (our token bucket; see download.c) */
+        uint64_t rate_limit;          /* bytes per second (a token bucket; see download.c) */
         unsigned stall_timeout_sec;   /* no byte for this long once connected = stalled; 0 = 60 s */
         unsigned connect_timeout_sec; /* 0 = 30 s */
         unsigned retries;             /* further attempts after transient failures in a row; only
@@ -92,25 +91,43 @@ typedef struct DownloadCheckpoint {
         uint64_t bytes_fetched;    /* for this job in all: DownloadParams.bytes_fetched + this run's */
 } DownloadCheckpoint;
 
+/*
+ * Called from within download_run(). Each returns 0, or -errno to end the
+ * download with that error (the caller can no longer report, say), which
+ * download_get_reason() then puts as "cannot report: ...".
+ */
 typedef struct DownloadCallbacks {
         /* At most about once per second while bytes arrive. TOTAL is 0 when unknown. */
-        void (*progress)(Download *d, uint64_t done, uint64_t total, void *userdata);
+        int (*progress)(Download *d, uint64_t done, uint64_t total, void *userdata);
 
         /*
          * Soon after each response's headers are accepted (carrying its
          * validators; when the server sent the whole file anew, the piece
          * we had is gone and OFFSET starts again from 0), then at most
-         * every 5 s or 32 MiB, and before waiting to retry. Pointers are
-         * valid during the call only.
+         * every 5 s or 32 MiB, before waiting to retry, and at the end
+         * (whatever the result, cancelled too) when anything changed since
+         * the last one. Pointers are valid during the call only.
          */
-        void (*checkpoint)(Download *d, const DownloadCheckpoint *c, void *userdata);
+        int (*checkpoint)(Download *d, const DownloadCheckpoint *c, void *userdata);
+} DownloadCallbacks;
 
-        /*
-         * Exactly once. RESULT is 0 when the file is complete, verified and
-         * fsync()ed, otherwise -errno, and REASON (NULL on success) says why
-         * in a few words, e.g. "HTTP 404", "SHA-256 mismatch", "download
-         * stalled", "gave up after 4 attempts: HTTP 503". REASON is valid
-         * during the call only. Codes: -ENOENT (HTTP 404, 410), -EACCES
+/*
+ * Creates a download. PARAMS' strings are copied; CALLBACKS may be NULL.
+ * Nothing happens before download_run(): malformed parameters are among
+ * its results. Returns 0, or -ENOMEM; *ret is untouched on failure.
+ */
+int download_new(const DownloadParams *params, const DownloadCallbacks *callbacks, void *userdata,
+                 Download **ret);
+
+/*
+ * Runs the download to its end, blocking; once per Download (-EALREADY
+ * after). The part file is created (0600) or reused; it is never deleted:
+ * that is the caller's decision.
+ *
+ * Returns 0 when the file is complete, verified and fsync()ed, otherwise
+ * -errno, and download_get_reason() says why in a few words, e.g. "HTTP
+ * 404", "SHA-256 mismatch", "download stalled", "gave up after 4 attempts:
+ * HTTP 503". Codes: -ENOENT (HTTP 404, 410), -EACCES
          * (401, 403), -EPROTO (other 4xx; protocol errors: a 2xx other than
          * 200 and a 206 answering our Range, an invalid or conflicting
          * Content-Length, a response that is not HTTP, a response header
@@ -126,31 +143,27 @@ typedef struct DownloadCallbacks {
          * malformed expected hash), -ENOMEM, -EIO (disk; PART_PATH not a
          * regular file, e.g. a symbolic link or a FIFO; other). A failing
          * system call on PART_PATH ends with its own errno (e.g. -EACCES,
-         * -EROFS), and REASON names the path.
-         * Retried first: network errors, timeouts, stalls, 5xx, 408, 429
-         * (honoring a Retry-After in seconds, up to retry_max_usec); the
-         * rest is final at once. After retries, REASON says "gave up after
-         * N attempts: " and the last attempt's reason.
-         */
-        void (*done)(Download *d, int result, const char *reason, void *userdata);
-} DownloadCallbacks;
+ * -EROFS), and REASON names the path. -ECANCELED: download_cancel()
+ * ("cancelled"). A callback's own -errno ("cannot report: ...").
+ * Retried first: network errors, timeouts, stalls, 5xx, 408, 429
+ * (honoring a Retry-After in seconds, up to retry_max_usec); the rest is
+ * final at once. After retries, REASON says "gave up after N attempts: "
+ * and the last attempt's reason.
+ */
+int download_run(Download *d);
+
+/* Why download_run() failed (valid until download_free()); NULL before it ends, or after a success. */
+const char *download_get_reason(const Download *d);
 
 /*
- * Creates a download and starts it: the first work happens in a later
- * iteration of EVENT, so CALLBACKS are never invoked from within this call,
- * and every failure after a successful return (including malformed
- * parameters) arrives through done. PARAMS' strings are copied. The part
- * file is created (0600) or reused; it is never deleted: that is the
- * caller's decision. Returns 0, or -ENOMEM; *ret is untouched on failure.
+ * Makes a running download_run() stop soon: within a second during a
+ * transfer (at once when a signal interrupted libcurl's wait), at once
+ * while it waits to retry or for the rate limit. It writes a last checkpoint
+ * and returns -ECANCELED. Async-signal-safe: meant for a SIGTERM handler.
  */
-int download_new(sd_event *event, const DownloadParams *params, const DownloadCallbacks *callbacks,
-                 void *userdata, Download **ret);
+void download_cancel(Download *d);
 
-/*
- * Cancels the download if it is still running (no callback is invoked
- * afterwards) and frees it. Safe from within any of its callbacks, and on
- * NULL. Returns NULL.
- */
+/* Frees the download (not while download_run() runs); NULL is fine. Returns NULL. */
 Download *download_free(Download *d);
 
 static inline void download_freep(Download **d)
@@ -161,7 +174,7 @@ static inline void download_freep(Download **d)
 /* The SHA-256 (64 lowercase hex digits) of the whole file, once it was fully received; else NULL. */
 const char *download_get_sha256(const Download *d);
 
-/* Bytes of body received from the network by this object (across attempts); for tests and statistics. */
+/* Bytes of body received from the network by this object (across attempts); for statistics. */
 uint64_t download_get_bytes_fetched(const Download *d);
 
 /* Attempts started so far (the first one included). */

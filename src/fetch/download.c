@@ -1,10 +1,11 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * download.c owns one image download: the .part file descriptor, the
- * running SHA-256/MD5 of its content, one libcurl multi handle run inside
- * sd-event the way systemd's src/import/curl-util.c does it (curl's sockets
- * are sd-event I/O sources, its timer one sd-event time source), the retry
- * policy, and the translation of libcurl/HTTP codes into -errno and reasons.
+ * download.c owns one image download in krtiot-fetch: the .part file
+ * descriptor, the running SHA-256/MD5 of its content, one libcurl easy
+ * handle driven by curl_easy_perform() (a blocking program needs no event
+ * loop; the handle lives as long as the download, so a retry may reuse the
+ * connection), the retry policy with its waits, the rate limit, and the
+ * translation of libcurl/HTTP codes into -errno and reasons.
  *
  * Invariants:
  *  - The first d->offset bytes of the part file are written, and were hashed
@@ -13,13 +14,14 @@
  *    total the current response declared.
  *  - Every body byte received counts in d->bytes_fetched; together with
  *    what earlier runs fetched it never exceeds download_fetch_cap().
- *  - User callbacks are never invoked from inside a libcurl callback: those
- *    only record what happened; the sd-event handler that called into
- *    libcurl dispatches afterwards. So any callback may call download_free(),
- *    which tears libcurl down at once; the handler holds a reference and
- *    stops as soon as it sees d->cancelled.
- *  - At most one transfer (easy handle) at a time; the multi handle lives as
- *    long as the download, so a retry may reuse the connection.
+ *  - The callbacks run from within libcurl's (header, write) and from the
+ *    loop of download_run(); they cannot free the Download (only
+ *    download_run()'s caller does, after it returned), so nothing needs a
+ *    reference count. What stops a transfer is recorded in d->abort and
+ *    translated after curl_easy_perform() returned.
+ *  - Every wait (for a retry, for the rate limit) wakes on download_cancel():
+ *    it polls an eventfd that the cancel makes readable for good, so a
+ *    cancel that comes just before a wait is not lost.
  */
 
 #include <ctype.h>
@@ -27,10 +29,12 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <openssl/evp.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <strings.h>
-#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <time.h>
@@ -70,18 +74,11 @@
 #define DEFAULT_RETRY_MAX_USEC (60 * USEC_PER_SEC)
 #define RECV_BUFFER_SIZE (64L * 1024)
 
-typedef enum DownloadState {
-        DOWNLOAD_PREPARING,
-        DOWNLOAD_REHASHING,
-        DOWNLOAD_TRANSFERRING,
-        DOWNLOAD_WAITING, /* for the retry timer */
-        DOWNLOAD_FINISHED,
-} DownloadState;
-
-typedef struct DownloadSocket DownloadSocket;
-struct DownloadSocket {
-        sd_event_source *source;
-        DownloadSocket *next;
+/* What an attempt, or the check of a complete file, leads to; negative: a final -errno. */
+enum {
+        STEP_COMPLETE = 1, /* the whole body is in: verify it */
+        STEP_AGAIN,        /* another attempt at once (from byte 0, or to carry on) */
+        STEP_RETRY,        /* another attempt after d->retry_delay_usec */
 };
 
 /* Headers of the response being received; reset at each status line (interim, redirect). */
@@ -113,12 +110,14 @@ typedef struct DownloadAbort {
 } DownloadAbort;
 
 struct Download {
-        unsigned n_ref;
-        bool cancelled;
-        DownloadState state;
-        sd_event *event;
+        volatile sig_atomic_t cancelled; /* set by download_cancel(), maybe from a signal handler */
+        int wake_fd;                     /* eventfd, readable once cancelled: ends every wait */
+        bool ran;
+        bool transferring;               /* inside an attempt or waiting for the next: checkpoints are due */
         DownloadCallbacks cb;
         void *userdata;
+        char reason[REASON_MAX];
+        bool have_reason;
 
         /* Parameters, copied. */
         char *url;
@@ -143,21 +142,13 @@ struct Download {
         char *etag;
         char *last_modified;
 
-        sd_event_source *kick; /* defer: preparation, then re-hashing the resumed prefix */
-        sd_event_source *retry_timer;
-        sd_event_source *rate_timer; /* ends a pause of the rate limiter */
-        CURLM *multi;
-        sd_event_source *curl_timer;
-        DownloadSocket *sockets;
         CURL *easy;
         struct curl_slist *headers;
         char range[32];
         char errbuf[CURL_ERROR_SIZE];
 
-        int fd;
+        int fd; /* the part file, once it is known to be a regular file */
         uint64_t offset;
-        uint64_t rehash_pos;
-        uint8_t *rehash_buf;
         EVP_MD_CTX *sha256;
         EVP_MD_CTX *md5;
         bool pieced;    /* assembled from more than one response */
@@ -175,7 +166,6 @@ struct Download {
         bool connected;
         uint64_t total; /* size of the whole file as this response declares it, 0: unknown */
         uint64_t activity_usec; /* last byte from the server, or the connection */
-        bool paused;            /* by the rate limiter */
         double rate_tokens;     /* bytes we may take now; negative: owed */
         uint64_t rate_usec;     /* when rate_tokens was last refilled */
 
@@ -183,6 +173,7 @@ struct Download {
         uint64_t known_total; /* size of the whole file: SIZE, else as last declared; 0: unknown */
         uint64_t high_water;  /* the best offset any attempt reached */
         Backoff backoff;
+        uint64_t retry_delay_usec; /* before the next attempt (STEP_RETRY) */
         unsigned attempts; /* started, in all */
         unsigned failures; /* in a row without progress past high_water */
         uint64_t bytes_fetched; /* by this object; the cap counts fetched_before too */
@@ -195,23 +186,18 @@ struct Download {
         uint64_t progress_usec;
 };
 
-static void download_start_attempt(Download *d);
-static void download_dispatch(Download *d);
-
-static Download *download_ref(Download *d)
+Download *download_free(Download *d)
 {
-        d->n_ref++;
-        return d;
-}
-
-static void download_teardown(Download *d);
-
-static Download *download_unref(Download *d)
-{
-        if (!d || --d->n_ref > 0)
+        if (!d)
                 return NULL;
 
-        download_teardown(d);
+        if (d->easy)
+                curl_easy_cleanup(d->easy);
+        curl_slist_free_all(d->headers);
+        if (d->fd >= 0)
+                close(d->fd);
+        if (d->wake_fd >= 0)
+                close(d->wake_fd);
         EVP_MD_CTX_free(d->sha256);
         EVP_MD_CTX_free(d->md5);
         free(d->resp.etag);
@@ -225,68 +211,25 @@ static Download *download_unref(Download *d)
         free(d->user_agent);
         free(d->etag);
         free(d->last_modified);
-        sd_event_unref(d->event);
         free(d);
         return NULL;
 }
 
-static void download_unrefp(Download **d)
+void download_cancel(Download *d)
 {
-        download_unref(*d);
-}
+        static const uint64_t one = 1;
+        int saved_errno = errno;
 
-static void download_remove_easy(Download *d)
-{
-        d->paused = false;
-        if (d->rate_timer)
-                (void)sd_event_source_set_enabled(d->rate_timer, SD_EVENT_OFF);
-        if (d->easy) {
-                if (d->multi)
-                        (void)curl_multi_remove_handle(d->multi, d->easy);
-                curl_easy_cleanup(d->easy);
-                d->easy = NULL;
-        }
-        curl_slist_free_all(d->headers);
-        d->headers = NULL;
-}
-
-/* Releases everything but the memory of D itself; idempotent. */
-static void download_teardown(Download *d)
-{
-        download_remove_easy(d);
-        if (d->multi) {
-                /* May still report sockets as removed: our socket callback handles that. */
-                curl_multi_cleanup(d->multi);
-                d->multi = NULL;
-        }
-        while (d->sockets) {
-                DownloadSocket *s = d->sockets;
-
-                d->sockets = s->next;
-                sd_event_source_disable_unref(s->source);
-                free(s);
-        }
-        d->curl_timer = sd_event_source_disable_unref(d->curl_timer);
-        d->retry_timer = sd_event_source_disable_unref(d->retry_timer);
-        d->rate_timer = sd_event_source_disable_unref(d->rate_timer);
-        d->kick = sd_event_source_disable_unref(d->kick);
-        if (d->fd >= 0) {
-                close(d->fd);
-                d->fd = -1;
-        }
-        free(d->rehash_buf);
-        d->rehash_buf = NULL;
-}
-
-Download *download_free(Download *d)
-{
         if (!d)
-                return NULL;
+                return;
+        d->cancelled = 1;
+        (void)!write(d->wake_fd, &one, sizeof(one));
+        errno = saved_errno;
+}
 
-        d->cancelled = true;
-        d->cb = (DownloadCallbacks){};
-        download_teardown(d);
-        return download_unref(d);
+const char *download_get_reason(const Download *d)
+{
+        return d && d->have_reason ? d->reason : NULL;
 }
 
 const char *download_get_sha256(const Download *d)
@@ -304,25 +247,19 @@ unsigned download_get_attempts(const Download *d)
         return d ? d->attempts : 0;
 }
 
-/* Ends the download: releases libcurl and the file, then reports RESULT. */
-static void download_finish(Download *d, int result, const char *reason)
+/* Records why the download ends; returns ERROR, so that a caller can write return download_failf(...). */
+_printf_(3, 4) static int download_failf(Download *d, int error, const char *format, ...)
 {
-        d->state = DOWNLOAD_FINISHED;
-        download_teardown(d);
-        if (d->cb.done)
-                d->cb.done(d, result, result < 0 ? (reason ?: "download failed") : NULL, d->userdata);
-}
-
-_printf_(3, 4) static void download_failf(Download *d, int error, const char *format, ...)
-{
-        char reason[REASON_MAX];
         va_list ap;
 
         va_start(ap, format);
-        (void)vsnprintf(reason, sizeof(reason), format, ap);
+        (void)vsnprintf(d->reason, sizeof(d->reason), format, ap);
         va_end(ap);
-        download_finish(d, error, reason);
+        d->have_reason = true;
+        return error;
 }
+
+static int download_emit(Download *d);
 
 _printf_(4, 5) static void download_set_abort(Download *d, int error, bool retry, const char *format, ...)
 {
@@ -485,9 +422,11 @@ static uint64_t now_usec(void)
 
 /*
  * CURLOPT_XFERINFOFUNCTION, called at least once a second because a low
- * speed limit is set. It is the stall watchdog: libcurl's own low-speed check
- * averages over about five seconds, so after a burst it would fire up to five
- * seconds late; this one fires stall_timeout after the last byte.
+ * speed limit is set, and as soon as a signal interrupts libcurl's wait. It
+ * is the stall watchdog: libcurl's own low-speed check averages over about
+ * five seconds, so after a burst it would fire up to five seconds late; this
+ * one fires stall_timeout after the last byte. And it is where a cancel
+ * stops a transfer.
  */
 static int download_on_xferinfo(void *userdata, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
                                 curl_off_t ulnow)
@@ -496,6 +435,10 @@ static int download_on_xferinfo(void *userdata, curl_off_t dltotal, curl_off_t d
         uint64_t now = now_usec();
         curl_off_t connect_time = 0;
 
+        if (d->cancelled) {
+                download_set_abort(d, -ECANCELED, false, "cancelled");
+                return 1;
+        }
         if (!d->connected) {
                 /* The connect timeout covers the time before. */
                 if (curl_easy_getinfo(d->easy, CURLINFO_CONNECT_TIME_T, &connect_time) != CURLE_OK ||
@@ -504,8 +447,7 @@ static int download_on_xferinfo(void *userdata, curl_off_t dltotal, curl_off_t d
                 d->connected = true;
                 d->activity_usec = now;
         }
-        /* A pause of ours is no stall; the server may be as idle as it likes meanwhile. */
-        if (d->paused || now - d->activity_usec < (uint64_t)d->stall_timeout_sec * USEC_PER_SEC)
+        if (now - d->activity_usec < (uint64_t)d->stall_timeout_sec * USEC_PER_SEC)
                 return 0;
         download_set_abort(d, -ETIMEDOUT, true, "download stalled");
         return 1;
@@ -649,7 +591,12 @@ static int download_hex_digest(EVP_MD_CTX *ctx, char *hex, size_t hex_size)
 }
 
 /* The whole body is in: check it against every expectation, make it durable, report. */
-static void download_complete(Download *d)
+/*
+ * The whole body is in: check it against every expectation and make it
+ * durable. Returns 0, -errno (with the reason), or STEP_AGAIN when a pieced
+ * file failed and is to be fetched whole once more.
+ */
+static int download_complete(Download *d)
 {
         char md5_hex[33] = "";
         const char *mismatch = NULL;
@@ -687,12 +634,12 @@ static void download_complete(Download *d)
                 r = download_reset_file(d);
                 if (r < 0)
                         return download_failf(d, r, "cannot truncate %s: %s", d->part_path, strerror(-r));
-                return download_start_attempt(d);
+                return STEP_AGAIN;
         }
 
         if (fsync(d->fd) < 0)
                 return download_failf(d, -errno, "cannot sync %s: %m", d->part_path);
-        download_finish(d, 0, NULL);
+        return 0;
 }
 
 static void download_response_reset(DownloadResponse *r)
@@ -911,6 +858,7 @@ static int download_accept(Download *d)
         return 0;
 }
 
+
 static int download_on_headers_end(Download *d)
 {
         long status = d->resp.status;
@@ -924,7 +872,10 @@ static int download_on_headers_end(Download *d)
                 d->abort.http = true;
                 return -1;
         }
-        return download_accept(d);
+        if (download_accept(d) < 0)
+                return -1;
+        /* The checkpoint that carries this response's validators (and maybe offset 0), before its body. */
+        return download_emit(d);
 }
 
 static size_t download_on_header(char *buf, size_t size, size_t n, void *userdata)
@@ -977,15 +928,34 @@ static size_t download_on_header(char *buf, size_t size, size_t n, void *userdat
         }
         return len;
 }
+/*
+ * Waits USEC, or less when download_cancel() comes first. Returns 0, or
+ * -ECANCELED. poll() on the eventfd rather than a sleep: a cancel made just
+ * before the wait leaves the eventfd readable, so it cannot be lost.
+ */
+static int download_wait(Download *d, uint64_t usec)
+{
+        uint64_t end = now_usec() + usec, now;
+        struct pollfd pfd = { .fd = d->wake_fd, .events = POLLIN };
+
+        while (!d->cancelled && (now = now_usec()) < end) {
+                uint64_t ms = (end - now + USEC_PER_MSEC - 1) / USEC_PER_MSEC;
+
+                (void)poll(&pfd, 1, (int)MIN(ms, (uint64_t)INT_MAX));
+        }
+        return d->cancelled ? -ECANCELED : 0;
+}
 
 /*
- * The rate limit: a token bucket in front of the write callback, pausing the
- * transfer (libcurl then stops reading the socket, so TCP slows the server).
- * Not CURLOPT_MAX_RECV_SPEED_LARGE: libcurl 7.88 paces on the speed of the
- * last few seconds, so the first seconds of a transfer (a whole small image)
- * arrive unthrottled, and combined with this bucket it throttles twice
- * (measured: 2 MB at 1 MB/s took 0.01 s alone, 3.0 s combined, 2.0 s with
- * the bucket alone). Returns how long to pause, 0 for none.
+ * The rate limit: a token bucket in the write callback that simply sleeps
+ * when the bytes taken are ahead of the rate. While we sleep inside the
+ * callback, libcurl reads nothing, the socket's receive buffer fills, and
+ * TCP's flow control slows the server down: nothing else in this process
+ * needs to run meanwhile, so no pausing and unpausing of the transfer is
+ * needed. Not CURLOPT_MAX_RECV_SPEED_LARGE: libcurl 7.88 paces on the speed
+ * of the last few seconds, so the first seconds of a transfer (a whole small
+ * image) arrive unthrottled (measured: 2 MB at 1 MB/s took 0.01 s with it).
+ * Returns how long to wait, 0 for none.
  */
 static uint64_t download_rate_delay(Download *d, uint64_t now)
 {
@@ -997,42 +967,6 @@ static uint64_t download_rate_delay(Download *d, uint64_t now)
         if (d->rate_tokens >= 0)
                 return 0;
         return (uint64_t)(-d->rate_tokens * 1e6 / rate) + 1;
-}
-
-static int download_on_rate_timer(sd_event_source *s, uint64_t usec, void *userdata)
-{
-        _cleanup_(download_unrefp) Download *d = download_ref(userdata);
-
-        d->paused = false;
-        d->activity_usec = now_usec();
-        /* libcurl redelivers the chunk we refused from within this call. */
-        if (d->easy)
-                (void)curl_easy_pause(d->easy, CURLPAUSE_CONT);
-        download_dispatch(d);
-        return 0;
-}
-
-static int download_pause(Download *d, uint64_t delay)
-{
-        uint64_t usec = 0;
-        int r;
-
-        (void)sd_event_now(d->event, CLOCK_MONOTONIC, &usec);
-        usec = MAX(usec, now_usec()) + delay;
-        if (d->rate_timer) {
-                r = sd_event_source_set_time(d->rate_timer, usec);
-                if (r >= 0)
-                        r = sd_event_source_set_enabled(d->rate_timer, SD_EVENT_ONESHOT);
-        } else {
-                r = sd_event_add_time(d->event, &d->rate_timer, CLOCK_MONOTONIC, usec, 1,
-                                      download_on_rate_timer, d);
-                if (r >= 0)
-                        (void)sd_event_source_set_description(d->rate_timer, "download-rate");
-        }
-        if (r < 0)
-                return r;
-        d->paused = true;
-        return 0;
 }
 
 static int pwrite_all(int fd, const char *buf, size_t len, uint64_t offset)
@@ -1052,6 +986,7 @@ static int pwrite_all(int fd, const char *buf, size_t len, uint64_t offset)
         return 0;
 }
 
+
 static size_t download_on_write(char *buf, size_t size, size_t n, void *userdata)
 {
         Download *d = userdata;
@@ -1059,6 +994,10 @@ static size_t download_on_write(char *buf, size_t size, size_t n, void *userdata
         size_t len = size * n;
         int r;
 
+        if (d->cancelled) {
+                download_set_abort(d, -ECANCELED, false, "cancelled");
+                return 0;
+        }
         if (!d->accepted) {
                 /* The body of a final non-2xx response (a 3xx without Location, say). */
                 d->abort.error = -EIO;
@@ -1069,14 +1008,11 @@ static size_t download_on_write(char *buf, size_t size, size_t n, void *userdata
                 uint64_t delay = download_rate_delay(d, now_usec());
 
                 if (delay > 0) {
-                        r = download_pause(d, delay);
-                        if (r < 0) {
-                                download_set_abort(d, r, false, "cannot pause for the rate limit: %s",
-                                                   strerror(-r));
+                        if (download_wait(d, delay) < 0) {
+                                download_set_abort(d, -ECANCELED, false, "cancelled");
                                 return 0;
                         }
-                        /* Not consumed: libcurl keeps this one chunk and stops reading the socket. */
-                        return CURL_WRITEFUNC_PAUSE;
+                        (void)download_rate_delay(d, now_usec());
                 }
         }
         /* d->offset never exceeds any of these limits, so the subtractions cannot wrap. */
@@ -1113,8 +1049,9 @@ static size_t download_on_write(char *buf, size_t size, size_t n, void *userdata
         d->offset += len;
         d->bytes_fetched += len;
         d->rate_tokens -= (double)len;
+        /* Our own wait for the rate limit is no stall either. */
         d->activity_usec = now_usec();
-        return len;
+        return download_emit(d) < 0 ? 0 : len;
 }
 
 /* Returns the first failing code, for download_translate(). */
@@ -1146,7 +1083,7 @@ static CURLcode download_setup_easy(Download *d, CURL *c)
         SETOPT(CURLOPT_SUPPRESS_CONNECT_HEADERS, 1L);
         /* The bytes on disk must be the bytes the hashes are about. */
         SETOPT(CURLOPT_HTTP_CONTENT_DECODING, 0L);
-        /* Small chunks when rate-limited, so that each pause stays short. */
+        /* Small chunks when rate-limited, so that each wait stays short. */
         SETOPT(CURLOPT_BUFFERSIZE,
                d->rate_limit > 0
                        ? (long)MAX(MIN(d->rate_limit / 8, (uint64_t)RECV_BUFFER_SIZE), (uint64_t)1024)
@@ -1187,7 +1124,163 @@ static CURLcode download_setup_easy(Download *d, CURL *c)
         return CURLE_OK;
 }
 
-static void download_start_attempt(Download *d)
+
+/* Writes a checkpoint now. Returns 0, or -errno with REASON filled in. */
+static int download_checkpoint(Download *d, uint64_t now, char *reason, size_t size)
+{
+        DownloadCheckpoint c = {
+                .offset = d->offset,
+                .etag = d->etag,
+                .last_modified = d->last_modified,
+                .bytes_fetched = download_fetched_total(d),
+        };
+        int r;
+
+        /* A checkpoint promises bytes that survive a power cut. */
+        if (fdatasync(d->fd) < 0) {
+                r = -errno;
+                (void)snprintf(reason, size, "cannot sync %s: %s", d->part_path, strerror(-r));
+                return r;
+        }
+        d->checkpoint_pending = false;
+        d->checkpoint_offset = d->offset;
+        d->checkpoint_fetched = c.bytes_fetched;
+        d->checkpoint_usec = now;
+        if (d->cb.checkpoint) {
+                r = d->cb.checkpoint(d, &c, d->userdata);
+                if (r < 0) {
+                        (void)snprintf(reason, size, "cannot report: %s", strerror(-r));
+                        return r;
+                }
+        }
+        return 0;
+}
+
+/* Reports progress and checkpoints when due. Returns 0, or -errno with REASON filled in. */
+static int download_emit_due(Download *d, char *reason, size_t size)
+{
+        uint64_t now = now_usec();
+        int r;
+
+        if (!d->transferring)
+                return 0;
+
+        if (d->checkpoint_pending || (d->offset > d->checkpoint_offset &&
+                                      (d->offset - d->checkpoint_offset >= CHECKPOINT_INTERVAL_BYTES ||
+                                       now >= d->checkpoint_usec + CHECKPOINT_INTERVAL_USEC))) {
+                r = download_checkpoint(d, now, reason, size);
+                if (r < 0)
+                        return r;
+        }
+
+        if (d->cb.progress && d->offset != d->progress_offset &&
+            now >= d->progress_usec + PROGRESS_INTERVAL_USEC) {
+                d->progress_offset = d->offset;
+                d->progress_usec = now;
+                r = d->cb.progress(d, d->offset, d->total ?: d->expected_size, d->userdata);
+                if (r < 0) {
+                        (void)snprintf(reason, size, "cannot report: %s", strerror(-r));
+                        return r;
+                }
+        }
+        return 0;
+}
+
+/* download_emit_due() for libcurl's callbacks: returns 0, or -1 with the cause in d->abort. */
+static int download_emit(Download *d)
+{
+        char reason[REASON_MAX];
+        int r;
+
+        r = download_emit_due(d, reason, sizeof(reason));
+        if (r < 0) {
+                download_set_abort(d, r, false, "%s", reason);
+                return -1;
+        }
+        return 0;
+}
+
+/* After curl_easy_perform(): what the attempt leads to. Returns STEP_*, or a final -errno with its reason. */
+static int download_transfer_done(Download *d, CURLcode code)
+{
+        char reason[REASON_MAX];
+        uint64_t delay;
+        bool retry, progressed;
+        int r;
+
+        if (code == CURLE_OK && d->accepted) {
+                if (d->total == 0 || d->offset == d->total)
+                        return STEP_COMPLETE;
+                /*
+                 * Complete by its own length, yet short of the file it
+                 * declared (a 206 of less than we asked for): not an image
+                 * yet; carry on from here as after a cut connection.
+                 */
+                download_set_abort(d, -ECONNRESET, true, "connection lost at %" PRIu64 " of %" PRIu64 " bytes",
+                                   d->offset, d->total);
+        }
+        if (d->cancelled)
+                return download_failf(d, -ECANCELED, "cancelled");
+
+        if (d->resp.status == 416 && d->range_sent) {
+                /* Nothing after our offset: when that is the whole size, we have the whole file. */
+                if (d->resp.range_total >= 0 && (uint64_t)d->resp.range_total == d->offset) {
+                        d->pieced = true;
+                        return STEP_COMPLETE;
+                }
+                d->restart_from_zero = true;
+        }
+
+        r = download_translate(d, code, reason, sizeof(reason), &retry);
+
+        /*
+         * Only progress past the best offset any attempt reached proves that
+         * retrying gets somewhere: a server that cuts every attempt at the
+         * same place, making us start over each time, never renews them.
+         */
+        progressed = d->offset >= d->high_water + RETRY_RENEW_BYTES;
+        d->high_water = MAX(d->high_water, d->offset);
+
+        if (d->restart_from_zero && !d->restarted) {
+                d->restarted = true;
+                r = download_reset_file(d);
+                if (r < 0)
+                        return download_failf(d, r, "cannot truncate %s: %s", d->part_path, strerror(-r));
+                return STEP_AGAIN;
+        }
+
+        if (!retry)
+                return download_failf(d, r, "%s", reason);
+
+        /* The retry budget is for failures in a row. */
+        if (progressed) {
+                d->failures = 0;
+                backoff_reset(&d->backoff);
+        }
+        if (++d->failures > d->retries) {
+                if (d->attempts == 1)
+                        return download_failf(d, r, "%s", reason);
+                return download_failf(d, r, "gave up after %u attempts: %s", d->attempts, reason);
+        }
+        /* No waiting for an attempt that could not fetch a byte. */
+        if (download_over_cap(d, 1, reason, sizeof(reason)))
+                return download_failf(d, -EDQUOT, "%s", reason);
+
+        delay = backoff_next(&d->backoff);
+        if (d->resp.retry_after_sec > 0)
+                delay = MAX(delay, MIN(d->resp.retry_after_sec * USEC_PER_SEC, d->retry_max_usec));
+        d->retry_delay_usec = delay;
+
+        log_info("Download attempt %u of %s failed (%s), retrying in %" PRIu64 " ms.", d->attempts,
+                 d->url_log, reason, delay / USEC_PER_MSEC);
+        /* Whatever arrived is worth keeping, and counting, if we are stopped while we wait. */
+        if (d->offset != d->checkpoint_offset || download_fetched_total(d) != d->checkpoint_fetched)
+                d->checkpoint_pending = true;
+        return STEP_RETRY;
+}
+
+/* One attempt: a request and its response. Returns STEP_*, or a final -errno with its reason. */
+static int download_attempt(Download *d)
 {
         char reason[REASON_MAX];
         CURLcode code;
@@ -1196,9 +1289,8 @@ static void download_start_attempt(Download *d)
 
         /* Fetched enough for this job in earlier runs, or before a restart from byte 0. */
         if (download_over_cap(d, 1, reason, sizeof(reason)))
-                return download_finish(d, -EDQUOT, reason);
+                return download_failf(d, -EDQUOT, "%s", reason);
 
-        d->state = DOWNLOAD_TRANSFERRING;
         d->attempts++;
         download_response_reset(&d->resp);
         d->abort = (DownloadAbort){};
@@ -1218,322 +1310,91 @@ static void download_start_attempt(Download *d)
         }
         d->range_sent = d->offset > 0;
 
-        d->easy = curl_easy_init();
-        if (!d->easy)
-                return download_failf(d, -ENOMEM, "out of memory");
+        /* Options back to their defaults; the connection, DNS and TLS session caches stay. */
+        curl_easy_reset(d->easy);
+        curl_slist_free_all(d->headers);
+        d->headers = NULL;
         code = download_setup_easy(d, d->easy);
         if (code != CURLE_OK) {
                 r = download_translate(d, code, reason, sizeof(reason), &retry);
-                return download_finish(d, r, reason);
+                return download_failf(d, r, "%s", reason);
         }
-        if (curl_multi_add_handle(d->multi, d->easy) != CURLM_OK)
-                return download_failf(d, -ENOMEM, "cannot add the transfer to libcurl");
+        code = curl_easy_perform(d->easy);
+        return download_transfer_done(d, code);
 }
 
-static int download_on_retry_timer(sd_event_source *s, uint64_t usec, void *userdata)
-{
-        _cleanup_(download_unrefp) Download *d = download_ref(userdata);
-
-        d->retry_timer = sd_event_source_disable_unref(d->retry_timer);
-        download_start_attempt(d);
-        return 0;
-}
-
-static void download_on_transfer_done(Download *d, CURLcode code)
+/* Runs attempts, waits and verification from STEP until the download ends. Returns 0 or -errno. */
+static int download_loop(Download *d, int step)
 {
         char reason[REASON_MAX];
-        uint64_t delay;
-        bool retry, progressed;
         int r;
 
-        if (code == CURLE_OK && d->accepted) {
-                if (d->total == 0 || d->offset == d->total) {
-                        download_remove_easy(d);
-                        return download_complete(d);
-                }
-                /*
-                 * Complete by its own length, yet short of the file it
-                 * declared (a 206 of less than we asked for): not an image
-                 * yet; carry on from here as after a cut connection.
-                 */
-                download_set_abort(d, -ECONNRESET, true, "connection lost at %" PRIu64 " of %" PRIu64 " bytes",
-                                   d->offset, d->total);
-        }
-
-        if (d->resp.status == 416 && d->range_sent) {
-                /* Nothing after our offset: when that is the whole size, we have the whole file. */
-                if (d->resp.range_total >= 0 && (uint64_t)d->resp.range_total == d->offset) {
-                        download_remove_easy(d);
-                        d->pieced = true;
-                        return download_complete(d);
-                }
-                d->restart_from_zero = true;
-        }
-
-        r = download_translate(d, code, reason, sizeof(reason), &retry);
-        download_remove_easy(d);
-
-        /*
-         * Only progress past the best offset any attempt reached proves that
-         * retrying gets somewhere: a server that cuts every attempt at the
-         * same place, making us start over each time, never renews them.
-         */
-        progressed = d->offset >= d->high_water + RETRY_RENEW_BYTES;
-        d->high_water = MAX(d->high_water, d->offset);
-
-        if (d->restart_from_zero && !d->restarted) {
-                d->restarted = true;
-                r = download_reset_file(d);
-                if (r < 0)
-                        return download_failf(d, r, "cannot truncate %s: %s", d->part_path, strerror(-r));
-                return download_start_attempt(d);
-        }
-
-        if (!retry)
-                return download_finish(d, r, reason);
-
-        /* The retry budget is for failures in a row. */
-        if (progressed) {
-                d->failures = 0;
-                backoff_reset(&d->backoff);
-        }
-        if (++d->failures > d->retries) {
-                if (d->attempts == 1)
-                        return download_finish(d, r, reason);
-                return download_failf(d, r, "gave up after %u attempts: %s", d->attempts, reason);
-        }
-        /* No waiting for an attempt that could not fetch a byte. */
-        if (download_over_cap(d, 1, reason, sizeof(reason)))
-                return download_finish(d, -EDQUOT, reason);
-
-        delay = backoff_next(&d->backoff);
-        if (d->resp.retry_after_sec > 0)
-                delay = MAX(delay, MIN(d->resp.retry_after_sec * USEC_PER_SEC, d->retry_max_usec));
-
-        r = sd_event_add_time_relative(d->event, &d->retry_timer, CLOCK_BOOTTIME, delay, 1,
-                                       download_on_retry_timer, d);
-        if (r < 0)
-                return download_failf(d, r, "cannot schedule a retry: %s", strerror(-r));
-        (void)sd_event_source_set_description(d->retry_timer, "download-retry");
-
-        log_info("Download attempt %u of %s failed (%s), retrying in %" PRIu64 " ms.", d->attempts,
-                 d->url_log, reason, delay / USEC_PER_MSEC);
-        d->state = DOWNLOAD_WAITING;
-        /* Whatever arrived is worth keeping, and counting, if the daemon stops while we wait. */
-        if (d->offset != d->checkpoint_offset || download_fetched_total(d) != d->checkpoint_fetched)
-                d->checkpoint_pending = true;
-}
-
-/* Reports progress and checkpoints when due. May free D through a callback: check d->cancelled after. */
-static void download_emit(Download *d)
-{
-        uint64_t now = 0;
-
-        if (d->state != DOWNLOAD_TRANSFERRING && d->state != DOWNLOAD_WAITING)
-                return;
-        (void)sd_event_now(d->event, CLOCK_MONOTONIC, &now);
-
-        if (d->checkpoint_pending || (d->offset > d->checkpoint_offset &&
-                                      (d->offset - d->checkpoint_offset >= CHECKPOINT_INTERVAL_BYTES ||
-                                       now >= d->checkpoint_usec + CHECKPOINT_INTERVAL_USEC))) {
-                DownloadCheckpoint c = {
-                        .offset = d->offset,
-                        .etag = d->etag,
-                        .last_modified = d->last_modified,
-                        .bytes_fetched = download_fetched_total(d),
-                };
-
-                /* A checkpoint promises bytes that survive a power cut. */
-                if (fdatasync(d->fd) < 0)
-                        return download_failf(d, -errno, "cannot sync %s: %m", d->part_path);
-                d->checkpoint_pending = false;
-                d->checkpoint_offset = d->offset;
-                d->checkpoint_fetched = c.bytes_fetched;
-                d->checkpoint_usec = now;
-                if (d->cb.checkpoint) {
-                        d->cb.checkpoint(d, &c, d->userdata);
-                        if (d->cancelled)
-                                return;
+        for (;;) {
+                if (d->cancelled)
+                        return download_failf(d, -ECANCELED, "cancelled");
+                switch (step) {
+                case STEP_COMPLETE:
+                        step = download_complete(d);
+                        if (step == 0)
+                                return 0;
+                        break;
+                case STEP_RETRY:
+                        r = download_emit_due(d, reason, sizeof(reason));
+                        if (r < 0)
+                                return download_failf(d, r, "%s", reason);
+                        if (download_wait(d, d->retry_delay_usec) < 0)
+                                return download_failf(d, -ECANCELED, "cancelled");
+                        step = download_attempt(d);
+                        break;
+                case STEP_AGAIN:
+                        step = download_attempt(d);
+                        break;
+                default:
+                        return step;
                 }
         }
-
-        if (d->cb.progress && d->offset != d->progress_offset &&
-            now >= d->progress_usec + PROGRESS_INTERVAL_USEC) {
-                d->progress_offset = d->offset;
-                d->progress_usec = now;
-                d->cb.progress(d, d->offset, d->total ?: d->expected_size, d->userdata);
-        }
 }
 
-/* After libcurl ran: handle a finished transfer, then report. Caller holds a reference. */
-static void download_dispatch(Download *d)
+/* Hashes the prefix a resume starts from. Returns 0 or -errno with its reason. */
+static int download_rehash(Download *d)
 {
-        CURLMsg *msg;
-        int left;
-
-        /* First what the bytes that arrived made due (a fast transfer may end in this same call), ... */
-        download_emit(d);
-        while (!d->cancelled && d->multi && d->easy && (msg = curl_multi_info_read(d->multi, &left))) {
-                if (msg->msg == CURLMSG_DONE && msg->easy_handle == d->easy)
-                        download_on_transfer_done(d, msg->data.result);
-        }
-        /* ... then what the end of an attempt made due (the checkpoint before waiting to retry). */
-        if (!d->cancelled)
-                download_emit(d);
-}
-
-static int download_on_io(sd_event_source *s, int fd, uint32_t revents, void *userdata)
-{
-        _cleanup_(download_unrefp) Download *d = download_ref(userdata);
-        int mask = 0, running = 0;
-
-        if (revents & (EPOLLIN | EPOLLHUP))
-                mask |= CURL_CSELECT_IN;
-        if (revents & EPOLLOUT)
-                mask |= CURL_CSELECT_OUT;
-        if (revents & EPOLLERR)
-                mask |= CURL_CSELECT_ERR;
-
-        (void)curl_multi_socket_action(d->multi, fd, mask, &running);
-        download_dispatch(d);
-        return 0;
-}
-
-static int download_on_curl_timer(sd_event_source *s, uint64_t usec, void *userdata)
-{
-        _cleanup_(download_unrefp) Download *d = download_ref(userdata);
-        int running = 0;
-
-        (void)curl_multi_socket_action(d->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-        download_dispatch(d);
-        return 0;
-}
-
-/* CURLMOPT_SOCKETFUNCTION: mirror each socket libcurl wants watched as an sd-event I/O source. */
-static int download_curl_socket_cb(CURL *easy, curl_socket_t fd, int what, void *userdata, void *socketp)
-{
-        Download *d = userdata;
-        DownloadSocket *s = socketp;
-        uint32_t events = 0;
-
-        if (what == CURL_POLL_REMOVE) {
-                if (s) {
-                        for (DownloadSocket **p = &d->sockets; *p; p = &(*p)->next)
-                                if (*p == s) {
-                                        *p = s->next;
-                                        break;
-                                }
-                        sd_event_source_disable_unref(s->source);
-                        free(s);
-                }
-                return 0;
-        }
-
-        if (what == CURL_POLL_IN)
-                events = EPOLLIN;
-        else if (what == CURL_POLL_OUT)
-                events = EPOLLOUT;
-        else if (what == CURL_POLL_INOUT)
-                events = EPOLLIN | EPOLLOUT;
-
-        if (s) {
-                if (sd_event_source_set_io_events(s->source, events) < 0 ||
-                    sd_event_source_set_enabled(s->source, SD_EVENT_ON) < 0)
-                        return -1;
-                return 0;
-        }
-
-        s = calloc(1, sizeof(*s));
-        if (!s)
-                return -1;
-        if (sd_event_add_io(d->event, &s->source, fd, events, download_on_io, d) < 0) {
-                free(s);
-                return -1;
-        }
-        if (curl_multi_assign(d->multi, fd, s) != CURLM_OK) {
-                sd_event_source_disable_unref(s->source);
-                free(s);
-                return -1;
-        }
-        (void)sd_event_source_set_description(s->source, "download-io");
-        s->next = d->sockets;
-        d->sockets = s;
-        return 0;
-}
-
-/* CURLMOPT_TIMERFUNCTION: one sd-event time source, rearmed or disabled as libcurl asks. */
-static int download_curl_timer_cb(CURLM *multi, long timeout_ms, void *userdata)
-{
-        Download *d = userdata;
-        uint64_t usec = 0;
-
-        if (timeout_ms < 0)
-                return d->curl_timer && sd_event_source_set_enabled(d->curl_timer, SD_EVENT_OFF) < 0 ? -1
-                                                                                                     : 0;
-
-        (void)sd_event_now(d->event, CLOCK_MONOTONIC, &usec);
-        usec += (uint64_t)timeout_ms * USEC_PER_MSEC;
-
-        if (d->curl_timer) {
-                if (sd_event_source_set_time(d->curl_timer, usec) < 0 ||
-                    sd_event_source_set_enabled(d->curl_timer, SD_EVENT_ONESHOT) < 0)
-                        return -1;
-                return 0;
-        }
-        /* Accuracy 1 µs: sd-event's default slack (250 ms) would throttle rate-limited transfers. */
-        if (sd_event_add_time(d->event, &d->curl_timer, CLOCK_MONOTONIC, usec, 1, download_on_curl_timer,
-                              d) < 0)
-                return -1;
-        (void)sd_event_source_set_description(d->curl_timer, "download-curl-timer");
-        return 0;
-}
-
-static void download_begin(Download *d)
-{
-        d->kick = sd_event_source_disable_unref(d->kick);
-        free(d->rehash_buf);
-        d->rehash_buf = NULL;
-
-        /* Everything is already here (a crash between the last byte and the report): just verify. */
-        if (d->offset > 0 && d->offset == d->expected_size) {
-                d->pieced = true;
-                return download_complete(d);
-        }
-        download_start_attempt(d);
-}
-
-/* One step of re-hashing the prefix a resume starts from: a chunk per loop iteration. */
-static void download_rehash_step(Download *d)
-{
-        size_t n = (size_t)MIN((uint64_t)REHASH_CHUNK_SIZE, d->offset - d->rehash_pos);
+        _cleanup_free_ uint8_t *buf = malloc(REHASH_CHUNK_SIZE);
+        uint64_t pos = 0;
         ssize_t k;
         int r;
 
-        k = pread(d->fd, d->rehash_buf, n, (off_t)d->rehash_pos);
-        if (k < 0) {
-                if (errno == EINTR)
-                        return;
-                return download_failf(d, -errno, "cannot read %s: %m", d->part_path);
+        if (!buf)
+                return download_failf(d, -ENOMEM, "out of memory");
+        while (pos < d->offset) {
+                if (d->cancelled)
+                        return download_failf(d, -ECANCELED, "cancelled");
+                k = pread(d->fd, buf, (size_t)MIN((uint64_t)REHASH_CHUNK_SIZE, d->offset - pos), (off_t)pos);
+                if (k < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return download_failf(d, -errno, "cannot read %s: %m", d->part_path);
+                }
+                if (k == 0) {
+                        /* Shorter than fstat() said a moment ago: someone else is at it; start over. */
+                        r = download_reset_file(d);
+                        if (r < 0)
+                                return download_failf(d, r, "cannot truncate %s: %s", d->part_path,
+                                                      strerror(-r));
+                        return 0;
+                }
+                if (download_hash_update(d, buf, (size_t)k) < 0)
+                        return download_failf(d, -EIO, "cannot hash the image");
+                pos += (uint64_t)k;
         }
-        if (k == 0) {
-                /* Shorter than fstat() said a moment ago: someone else is at it; start over. */
-                r = download_reset_file(d);
-                if (r < 0)
-                        return download_failf(d, r, "cannot truncate %s: %s", d->part_path, strerror(-r));
-                return download_begin(d);
-        }
-        if (download_hash_update(d, d->rehash_buf, (size_t)k) < 0)
-                return download_failf(d, -EIO, "cannot hash the image");
-        d->rehash_pos += (uint64_t)k;
-        if (d->rehash_pos == d->offset)
-                download_begin(d);
+        return 0;
 }
 
-static void download_prepare(Download *d)
+/* Checks the parameters, opens the part file, re-hashes what is kept of it. Returns 0 or -errno with its reason. */
+static int download_prepare(Download *d)
 {
         char reason[REASON_MAX];
         struct stat st;
-        int r;
+        int fd, r;
 
         if (strncasecmp(d->url, "http://", 7) != 0 && strncasecmp(d->url, "https://", 8) != 0)
                 return download_failf(d, -EINVAL, "URL is not http:// or https://");
@@ -1556,15 +1417,21 @@ static void download_prepare(Download *d)
          * FIFO, whose open() may wait for a peer: POSIX leaves O_RDWR on a
          * FIFO undefined). O_NONBLOCK changes nothing for a regular file.
          */
-        d->fd = open(d->part_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW | O_NONBLOCK, 0600);
-        if (d->fd < 0 && errno == ELOOP)
+        fd = open(d->part_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW | O_NONBLOCK, 0600);
+        if (fd < 0 && errno == ELOOP)
                 return download_failf(d, -EIO, "%s is a symbolic link, not a regular file", d->part_path);
-        if (d->fd < 0)
+        if (fd < 0)
                 return download_failf(d, -errno, "cannot open %s: %m", d->part_path);
-        if (fstat(d->fd, &st) < 0)
-                return download_failf(d, -errno, "cannot stat %s: %m", d->part_path);
-        if (!S_ISREG(st.st_mode))
+        if (fstat(fd, &st) < 0) {
+                r = -errno;
+                close(fd);
+                return download_failf(d, r, "cannot stat %s: %s", d->part_path, strerror(-r));
+        }
+        if (!S_ISREG(st.st_mode)) {
+                close(fd);
                 return download_failf(d, -EIO, "%s is not a regular file", d->part_path);
+        }
+        d->fd = fd;
 
         d->offset = d->resume_offset;
         if (d->offset > (uint64_t)st.st_size || !download_can_resume(d) ||
@@ -1581,34 +1448,55 @@ static void download_prepare(Download *d)
         if (d->expected_size > 0) {
                 r = download_check_space(d, d->expected_size, reason, sizeof(reason));
                 if (r < 0)
-                        return download_finish(d, r, reason);
+                        return download_failf(d, r, "%s", reason);
         }
-
-        if (d->offset == 0)
-                return download_begin(d);
-
-        d->rehash_buf = malloc(REHASH_CHUNK_SIZE);
-        if (!d->rehash_buf)
-                return download_failf(d, -ENOMEM, "out of memory");
-        d->state = DOWNLOAD_REHASHING;
-        d->rehash_pos = 0;
-        /* Let everything else in the loop go first; a large prefix takes a while. */
-        r = sd_event_source_set_priority(d->kick, SD_EVENT_PRIORITY_IDLE);
-        if (r >= 0)
-                r = sd_event_source_set_enabled(d->kick, SD_EVENT_ON);
-        if (r < 0)
-                return download_failf(d, r, "cannot schedule re-hashing: %s", strerror(-r));
+        return download_rehash(d);
 }
 
-static int download_on_kick(sd_event_source *s, void *userdata)
+/* The last checkpoint, whatever the result, then the result itself. */
+static int download_end(Download *d, int r)
 {
-        _cleanup_(download_unrefp) Download *d = download_ref(userdata);
+        char reason[REASON_MAX];
 
-        if (d->state == DOWNLOAD_PREPARING)
-                download_prepare(d);
-        else if (d->state == DOWNLOAD_REHASHING)
-                download_rehash_step(d);
-        return 0;
+        /* Best effort: a failure here must not hide the result, which is what the caller needs most. */
+        if (d->transferring && (d->checkpoint_pending || d->offset != d->checkpoint_offset ||
+                                download_fetched_total(d) != d->checkpoint_fetched))
+                (void)download_checkpoint(d, now_usec(), reason, sizeof(reason));
+        d->transferring = false;
+        if (d->fd >= 0) {
+                close(d->fd);
+                d->fd = -1;
+        }
+        if (r >= 0) {
+                d->have_reason = false;
+                return 0;
+        }
+        if (!d->have_reason)
+                (void)download_failf(d, r, "download failed: %s", strerror(-r));
+        return r;
+}
+
+int download_run(Download *d)
+{
+        int r;
+
+        if (!d)
+                return -EINVAL;
+        if (d->ran)
+                return -EALREADY;
+        d->ran = true;
+
+        r = download_prepare(d);
+        if (r >= 0) {
+                d->transferring = true;
+                /* Everything is already here (a crash between the last byte and the report): just verify. */
+                if (d->offset > 0 && d->offset == d->expected_size) {
+                        d->pieced = true;
+                        r = download_loop(d, STEP_COMPLETE);
+                } else
+                        r = download_loop(d, STEP_AGAIN);
+        }
+        return download_end(d, r);
 }
 
 static int strdup_or_null(const char *s, char **ret)
@@ -1621,20 +1509,20 @@ static int strdup_or_null(const char *s, char **ret)
         return *ret ? 0 : -ENOMEM;
 }
 
-int download_new(sd_event *event, const DownloadParams *p, const DownloadCallbacks *callbacks,
-                 void *userdata, Download **ret)
+int download_new(const DownloadParams *p, const DownloadCallbacks *callbacks, void *userdata, Download **ret)
 {
         _cleanup_(download_freep) Download *d = NULL;
 
-        if (!event || !p || !p->url || !p->part_path || !ret)
+        if (!p || !p->url || !p->part_path || !ret)
                 return -EINVAL;
 
         d = calloc(1, sizeof(*d));
         if (!d)
                 return -ENOMEM;
-        d->n_ref = 1;
         d->fd = -1;
-        d->event = sd_event_ref(event);
+        d->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (d->wake_fd < 0)
+                return -errno;
         if (callbacks)
                 d->cb = *callbacks;
         d->userdata = userdata;
@@ -1667,23 +1555,10 @@ int download_new(sd_event *event, const DownloadParams *p, const DownloadCallbac
 
         d->sha256 = EVP_MD_CTX_new();
         d->md5 = EVP_MD_CTX_new();
-        if (!d->sha256 || !d->md5)
+        d->easy = curl_easy_init();
+        if (!d->sha256 || !d->md5 || !d->easy)
                 return -ENOMEM;
 
-        d->multi = curl_multi_init();
-        if (!d->multi)
-                return -ENOMEM;
-        if (curl_multi_setopt(d->multi, CURLMOPT_SOCKETFUNCTION, download_curl_socket_cb) != CURLM_OK ||
-            curl_multi_setopt(d->multi, CURLMOPT_SOCKETDATA, d) != CURLM_OK ||
-            curl_multi_setopt(d->multi, CURLMOPT_TIMERFUNCTION, download_curl_timer_cb) != CURLM_OK ||
-            curl_multi_setopt(d->multi, CURLMOPT_TIMERDATA, d) != CURLM_OK)
-                return -ENOMEM;
-
-        if (sd_event_add_defer(event, &d->kick, download_on_kick, d) < 0)
-                return -ENOMEM;
-        (void)sd_event_source_set_description(d->kick, "download-kick");
-
-        d->state = DOWNLOAD_PREPARING;
         *ret = TAKE_PTR(d);
         return 0;
 }
