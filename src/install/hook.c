@@ -178,10 +178,11 @@ static void strv_free_contents(char **v, size_t n)
  * variables (KRTIOT_IMAGE and KRTIOT_URL empty for a commit, which has
  * neither), version nothing but PATH and LANG.
  */
-static int hook_spawn(Hook *h, sd_event *event, const Config *c, const InstallRequest *req, const char *image)
+static int hook_spawn(Hook *h, sd_event *event, const Config *c, const InstallRequest *req,
+                      const char *image)
 {
         char *env[6] = {};
-        char *argv[] = { c->ota_hook, (char *)install_op_to_string(req->op), (char *)image, NULL };
+        char *argv[] = {c->ota_hook, (char *)install_op_to_string(req->op), (char *)image, NULL};
         ProcessParams params = {
                 .argv = argv,
                 .env = env,

@@ -219,7 +219,8 @@ static InstallRequest task_request(const Task *t)
 /* The install of KEY (any key when NULL), running or queued. */
 static Task *installer_find_install(Installer *i, const char *key)
 {
-        if (i->running && i->running->op == INSTALL_OP_INSTALL && (!key || strcmp(i->running->key, key) == 0))
+        if (i->running && i->running->op == INSTALL_OP_INSTALL &&
+            (!key || strcmp(i->running->key, key) == 0))
                 return i->running;
         for (Task *t = i->queue; t; t = t->next)
                 if (t->op == INSTALL_OP_INSTALL && (!key || strcmp(t->key, key) == 0))
@@ -402,16 +403,16 @@ static void installer_next(Installer *i)
                 i->running = t;
                 log_info("Running %s for the %s%s%s (pid %d).",
                          t->op == INSTALL_OP_REBOOT ? "the reboot command" : i->config->ota_hook,
-                         install_op_to_string(t->op), t->key[0] ? " of job " : "", t->key, hook_pid(t->hook));
+                         install_op_to_string(t->op), t->key[0] ? " of job " : "", t->key,
+                         hook_pid(t->hook));
                 return;
         }
         if (r < 0) {
                 (void)snprintf(reason, sizeof(reason), "cannot run %s: %s",
                                t->op == INSTALL_OP_REBOOT ? "the reboot command" : i->config->ota_hook,
                                strerror(-r));
-                now = (InstallAnswer){ .type = INSTALL_ANSWER_DONE,
-                                       .outcome = INSTALL_OUTCOME_FAILED,
-                                       .reason = reason };
+                now = (InstallAnswer){
+                        .type = INSTALL_ANSWER_DONE, .outcome = INSTALL_OUTCOME_FAILED, .reason = reason};
         }
         installer_finish(i, t, &now); /* answered without a run; it starts the next one */
 }
@@ -520,7 +521,8 @@ static void installer_request_reboot(Installer *i, Conn *c, const InstallRequest
         /* One reboot per install that asked for one: the record is the permission, and it is used up. */
         r = outcomes_remove(i->runtime_dir, req->key);
         if (r < 0) {
-                log_error_errno(r, "Cannot remove the outcome of job %s in %s: %m", req->key, i->runtime_dir);
+                log_error_errno(r, "Cannot remove the outcome of job %s in %s: %m", req->key,
+                                i->runtime_dir);
                 conn_refuse(c, "cannot use up the job's outcome record");
                 return;
         }
@@ -598,7 +600,8 @@ static void conn_read_request(Conn *c)
         if ((size_t)n > sizeof(buf)) {
                 char reason[64];
 
-                (void)snprintf(reason, sizeof(reason), "request of %zd bytes, longer than %d", n, WIRE_LINE_MAX);
+                (void)snprintf(reason, sizeof(reason), "request of %zd bytes, longer than %d", n,
+                               WIRE_LINE_MAX);
                 conn_refuse(c, reason);
                 return;
         }
@@ -679,9 +682,10 @@ static void installer_accept(Installer *i, int fd)
                 return;
         }
         if (peer.uid != 0 && peer.uid != agent) {
-                (void)snprintf(reason, sizeof(reason),
-                               "not allowed: only root and the agent's user (uid %u, the owner of %s) may ask",
-                               (unsigned)agent, i->config->state_dir);
+                (void)snprintf(
+                        reason, sizeof(reason),
+                        "not allowed: only root and the agent's user (uid %u, the owner of %s) may ask",
+                        (unsigned)agent, i->config->state_dir);
                 installer_turn_away(fd, &peer, reason);
                 return;
         }
@@ -740,8 +744,10 @@ static int installer_take_systemd_socket(Installer *i)
                 return log_error_errno(EBADF, "No socket: run krtiot-install from krtiot-install.socket, "
                                               "or give --listen PATH.");
         if (n != 1 || sd_is_socket_unix(SD_LISTEN_FDS_START, SOCK_SEQPACKET, 1, NULL, 0) <= 0)
-                return log_error_errno(EBADF, "systemd passed %d sockets; one listening SOCK_SEQPACKET Unix "
-                                              "socket was expected (ListenSequentialPacket=).", n);
+                return log_error_errno(EBADF,
+                                       "systemd passed %d sockets; one listening SOCK_SEQPACKET Unix "
+                                       "socket was expected (ListenSequentialPacket=).",
+                                       n);
         if (fcntl(SD_LISTEN_FDS_START, F_SETFL, O_NONBLOCK) < 0)
                 return log_error_errno(errno, "Cannot make the socket non-blocking: %m");
         i->listen_fd = SD_LISTEN_FDS_START;
@@ -778,7 +784,8 @@ static int installer_bind(Installer *i)
                         return log_error_errno(EADDRINUSE, "--listen %s: another process listens there.",
                                                i->listen_path);
                 if (unlink(i->listen_path) < 0 && errno != ENOENT)
-                        return log_error_errno(errno, "Cannot remove the stale socket %s: %m", i->listen_path);
+                        return log_error_errno(errno, "Cannot remove the stale socket %s: %m",
+                                               i->listen_path);
         }
 
         fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
@@ -857,7 +864,7 @@ static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void
                 next = c->next;
                 if (c->task != i->running)
                         conn_answer(c, &(InstallAnswer){ .type = INSTALL_ANSWER_REFUSED,
-                                                          .reason = "the installer is stopping" });
+                                                        .reason = "the installer is stopping" });
         }
         while (i->queue) {
                 Task *t = i->queue;
@@ -897,8 +904,10 @@ int installer_new(const InstallerParams *params, Installer **ret)
 
         r = outcomes_prepare(i->runtime_dir);
         if (r == -EPERM)
-                return log_error_errno(r, "The runtime directory %s must be ours (uid %u) and writable by "
-                                          "nobody else.", i->runtime_dir, (unsigned)geteuid());
+                return log_error_errno(r,
+                                       "The runtime directory %s must be ours (uid %u) and writable by "
+                                       "nobody else.",
+                                       i->runtime_dir, (unsigned)geteuid());
         if (r < 0)
                 return log_error_errno(r, "Cannot use the runtime directory %s: %m", i->runtime_dir);
 
@@ -945,7 +954,7 @@ Installer *installer_free(Installer *i)
 
 int installer_run(Installer *i)
 {
-        static const int signals[] = { SIGTERM, SIGINT };
+        static const int signals[] = {SIGTERM, SIGINT};
         sigset_t mask;
         int r;
 
@@ -973,7 +982,8 @@ int installer_run(Installer *i)
 
         installer_check_idle(i);
         log_info("krtiot-install ready on %s (hook %s, outcomes in %s).",
-                 i->listen_path ? i->listen_path : "the socket from systemd", i->config->ota_hook, i->runtime_dir);
+                 i->listen_path ? i->listen_path : "the socket from systemd", i->config->ota_hook,
+                 i->runtime_dir);
 
         r = sd_event_loop(i->event);
         if (r < 0)

@@ -69,13 +69,13 @@ static int parse_argv(int argc, char *argv[])
 {
         enum { ARG_LISTEN = 0x100, ARG_RUNTIME_DIR, ARG_IDLE_TIMEOUT, ARG_VERSION };
         static const struct option options[] = {
-                { "config", required_argument, NULL, 'c' },
-                { "listen", required_argument, NULL, ARG_LISTEN },
-                { "runtime-dir", required_argument, NULL, ARG_RUNTIME_DIR },
-                { "idle-timeout", required_argument, NULL, ARG_IDLE_TIMEOUT },
-                { "verbose", no_argument, NULL, 'v' },
-                { "version", no_argument, NULL, ARG_VERSION },
-                { "help", no_argument, NULL, 'h' },
+                {"config", required_argument, NULL, 'c'},
+                {"listen", required_argument, NULL, ARG_LISTEN},
+                {"runtime-dir", required_argument, NULL, ARG_RUNTIME_DIR},
+                {"idle-timeout", required_argument, NULL, ARG_IDLE_TIMEOUT},
+                {"verbose", no_argument, NULL, 'v'},
+                {"version", no_argument, NULL, ARG_VERSION},
+                {"help", no_argument, NULL, 'h'},
                 {},
         };
         int c;

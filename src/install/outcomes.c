@@ -76,7 +76,8 @@ static int outcomes_prune(const char *dir)
                                 continue;
                         n++;
                         if (!oldest[0] || st.st_mtim.tv_sec < oldest_time.tv_sec ||
-                            (st.st_mtim.tv_sec == oldest_time.tv_sec && st.st_mtim.tv_nsec < oldest_time.tv_nsec)) {
+                            (st.st_mtim.tv_sec == oldest_time.tv_sec &&
+                             st.st_mtim.tv_nsec < oldest_time.tv_nsec)) {
                                 (void)snprintf(oldest, sizeof(oldest), "%s", de->d_name);
                                 oldest_time = st.st_mtim;
                         }

@@ -71,7 +71,7 @@ typedef struct Config {
         unsigned ota_retries;           /* download attempts after the first, default 10 */
         unsigned ota_max_redirects;     /* default 5 */
         char *ota_ca_file;              /* for https downloads; NULL: system default */
-        char *ota_installer_socket;     /* krtiot-install's socket: absolute, <= CONFIG_SOCKET_PATH_MAX bytes */
+        char *ota_installer_socket;     /* krtiot-install's socket; absolute, <= CONFIG_SOCKET_PATH_MAX */
 } Config;
 
 /*

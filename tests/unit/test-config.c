@@ -559,8 +559,8 @@ static const struct {
         { "uri = \"tcp://h:1\";", "max_image_size = -5000000000;",
           "@F@:6: ota.max_image_size: -5000000000 is out of range 1..1125899906842624\n" },
         /* sun_path holds 107 bytes and a NUL: a longer path could never be connected to. */
-        { "uri = \"tcp://h:1\";", "installer_socket = \"/" X16 X16 X16 X16 X16 X16 "xxxxxxxxxx\";", "", "h", "P1",
-          1 },
+        { "uri = \"tcp://h:1\";", "installer_socket = \"/" X16 X16 X16 X16 X16 X16 "xxxxxxxxxx\";", "", "h",
+          "P1", 1 },
         { "uri = \"tcp://h:1\";", "installer_socket = \"/" X16 X16 X16 X16 X16 X16 "xxxxxxxxxxx\";",
           "@F@:6: ota.installer_socket: must be at most 107 bytes (a Unix socket's path)\n" },
 };

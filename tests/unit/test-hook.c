@@ -189,8 +189,8 @@ static void test_open_image(const Config *c)
                "image: a file of another user is refused");
         ok(strstr(reason, "not to the agent's user"), "  says so");
 
-        is_int(hook_open_image(c->ota_download_dir, "../secret000", getuid(), reason, sizeof(reason)), -EINVAL,
-               "image: a key that is not a job key never makes a path");
+        is_int(hook_open_image(c->ota_download_dir, "../secret000", getuid(), reason, sizeof(reason)),
+               -EINVAL, "image: a key that is not a job key never makes a path");
 
         fd = hook_open_image(c->ota_download_dir, KEY, getuid(), reason, sizeof(reason));
         ok(fd >= 0, "image: a regular file of the agent's user opens");
@@ -201,10 +201,10 @@ static void test_open_image(const Config *c)
 static void test_install(const Config *c)
 {
         InstallRequest req = { .op = INSTALL_OP_INSTALL,
-                               .key = KEY,
-                               .id = "job id with spaces",
-                               .target = "2.0.1",
-                               .url = "http://127.0.0.1/fw.img?$(touch${IFS}/tmp/krtiot-pwned)" };
+                              .key = KEY,
+                              .id = "job id with spaces",
+                              .target = "2.0.1",
+                              .url = "http://127.0.0.1/fw.img?$(touch${IFS}/tmp/krtiot-pwned)" };
         _cleanup_free_ char *img = path_in("download/" KEY ".img"), *argv = NULL, *env = NULL, *read = NULL,
                             *want_argv = NULL, *want_env = NULL, *state = path_in("state");
         char reason[512];
@@ -241,18 +241,20 @@ static void test_install(const Config *c)
         ok(fcntl(fd, F_GETFD) < 0, "install: the image is closed once the hook has ended");
 
 #define INSTALL_WITH(action, what)                                                                          \
-        do {                                                                                                 \
-                fd = hook_open_image(c->ota_download_dir, KEY, getuid(), reason, sizeof(reason));            \
-                set_action(action);                                                                          \
-                is_int(run_hook(c, &req, fd, &run), 0, what ": starts");                                     \
+        do {                                                                                                \
+                fd = hook_open_image(c->ota_download_dir, KEY, getuid(), reason, sizeof(reason));           \
+                set_action(action);                                                                         \
+                is_int(run_hook(c, &req, fd, &run), 0, what ": starts");                                    \
         } while (0)
 
         INSTALL_WITH("exit 10", "install exit 10");
         ok(run.answer.outcome == INSTALL_OUTCOME_REBOOT && !run.answer.reason, "install: exit 10 is reboot");
 
-        INSTALL_WITH("echo progress; echo 'the installer says: bad signature' >&2; exit 3", "install exit 3");
+        INSTALL_WITH("echo progress; echo 'the installer says: bad signature' >&2; exit 3",
+                     "install exit 3");
         ok(run.answer.outcome == INSTALL_OUTCOME_FAILED, "install: exit 3 failed");
-        is_str(run.answer.reason, "the install hook failed with exit status 3: the installer says: bad signature",
+        is_str(run.answer.reason,
+               "the install hook failed with exit status 3: the installer says: bad signature",
                "install: the reason, with the last line of stderr");
 
         INSTALL_WITH("echo crashing >&2; ulimit -c 0; kill -SEGV $$", "install SEGV");
@@ -320,8 +322,8 @@ static void test_commit_version(const Config *c)
 static void test_reboot(Config *c)
 {
         InstallRequest reboot = { .op = INSTALL_OP_REBOOT, .key = KEY };
-        char *ok_argv[] = { (char *)"/bin/sh", (char *)"-c", (char *)"echo rebooting", NULL };
-        char *bad_argv[] = { (char *)"/bin/sh", (char *)"-c", (char *)"echo 'not now' >&2; exit 1", NULL };
+        char *ok_argv[] = {(char *)"/bin/sh", (char *)"-c", (char *)"echo rebooting", NULL};
+        char *bad_argv[] = {(char *)"/bin/sh", (char *)"-c", (char *)"echo 'not now' >&2; exit 1", NULL};
         Run run;
 
         c->ota_reboot_argv = NULL;

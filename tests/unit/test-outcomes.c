@@ -19,6 +19,11 @@
 
 static char tmpdir[] = "/tmp/krtiot-test-outcomes-XXXXXX";
 
+static const InstallAnswer done_reboot = { .type = INSTALL_ANSWER_DONE, .outcome = INSTALL_OUTCOME_REBOOT };
+static const InstallAnswer done_installed = { .type = INSTALL_ANSWER_DONE,
+                                             .outcome = INSTALL_OUTCOME_INSTALLED };
+static const InstallAnswer unknown = { .type = INSTALL_ANSWER_UNKNOWN };
+
 static char *path_in(const char *dir, const char *name)
 {
         char *p;
@@ -73,14 +78,15 @@ static void test_prepare(void)
 static void test_save_load(void)
 {
         _cleanup_free_ char *dir = path_in(tmpdir, "rt");
-        static const char *const reason = "the install hook failed with exit status 1: 100% = broken \xc3\xa9";
+        static const char *const reason =
+                "the install hook failed with exit status 1: 100% = broken \xc3\xa9";
         WireMessage msg = {};
         InstallAnswer a;
 
         is_int(outcomes_save(dir, "KEY000000001",
                              &(InstallAnswer){ .type = INSTALL_ANSWER_DONE,
-                                               .outcome = INSTALL_OUTCOME_FAILED,
-                                               .reason = reason }),
+                                              .outcome = INSTALL_OUTCOME_FAILED,
+                                              .reason = reason }),
                0, "save: a failed install with its reason");
         is_int(outcomes_load(dir, "KEY000000001", &msg, &a), 0, "load: it");
         is_int(a.type, INSTALL_ANSWER_DONE, "  a done answer");
@@ -88,9 +94,8 @@ static void test_save_load(void)
         is_str(a.reason, reason, "  the reason, byte for byte");
         wire_message_done(&msg);
 
-        is_int(outcomes_save(dir, "KEY000000001",
-                             &(InstallAnswer){ .type = INSTALL_ANSWER_DONE, .outcome = INSTALL_OUTCOME_REBOOT }),
-               0, "save: replaces the record of the same key");
+        is_int(outcomes_save(dir, "KEY000000001", &done_reboot), 0,
+               "save: replaces the record of the same key");
         is_int(outcomes_load(dir, "KEY000000001", &msg, &a), 0, "load: the new one");
         ok(a.outcome == INSTALL_OUTCOME_REBOOT && !a.reason, "  reboot, no reason");
         wire_message_done(&msg);
@@ -98,11 +103,10 @@ static void test_save_load(void)
         is_int(outcomes_load(dir, "KEY000000002", &msg, &a), -ENOENT, "load: none for another key");
         wire_message_done(&msg);
 
-        is_int(outcomes_save(dir, "KEY000000001", &(InstallAnswer){ .type = INSTALL_ANSWER_UNKNOWN }), -EINVAL,
+        is_int(outcomes_save(dir, "KEY000000001", &unknown), -EINVAL,
                "save: only a done answer is an outcome");
-        is_int(outcomes_save(dir, "../../etc/xx",
-                             &(InstallAnswer){ .type = INSTALL_ANSWER_DONE, .outcome = INSTALL_OUTCOME_REBOOT }),
-               -EINVAL, "save: a key that is not a job key never makes a path");
+        is_int(outcomes_save(dir, "../../etc/xx", &done_reboot), -EINVAL,
+               "save: a key that is not a job key never makes a path");
         is_int(outcomes_load(dir, "../../etc/xx", &msg, &a), -EINVAL, "load: neither does it there");
         wire_message_done(&msg);
 
@@ -138,9 +142,8 @@ static void test_prune(void)
                 if (utimensat(AT_FDCWD, p, times, 0) < 0)
                         abort();
         }
-        is_int(outcomes_save(dir, "NEWEST000000",
-                             &(InstallAnswer){ .type = INSTALL_ANSWER_DONE, .outcome = INSTALL_OUTCOME_INSTALLED }),
-               0, "prune: a save with OUTCOMES_MAX + 1 records there");
+        is_int(outcomes_save(dir, "NEWEST000000", &done_installed), 0,
+               "prune: a save with OUTCOMES_MAX + 1 records there");
         ok(!exists(dir, "K00000000000.outcome") && !exists(dir, "K00000000001.outcome"),
            "  the two oldest are gone");
         ok(exists(dir, "K00000000002.outcome") && exists(dir, "NEWEST000000.outcome"), "  the rest stays");
