@@ -388,6 +388,17 @@ class Installer:
             except OSError:
                 return False
 
+    def ask(self, request, timeout=30):
+        """Sends REQUEST (str or bytes: one datagram, as the agent does) and
+        returns the answer line (str), or "" when it closed the connection
+        without one."""
+        data = request.encode() if isinstance(request, str) else request
+        with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as s:
+            s.settimeout(timeout)
+            s.connect(self.socket_path)
+            s.send(data)
+            return s.recv(65536).decode("utf-8", "replace")
+
     @property
     def pid(self):
         return self.proc.pid if self.proc else None
