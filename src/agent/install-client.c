@@ -118,6 +118,14 @@ static void call_receive(InstallCall *c)
         ssize_t n;
 
         n = recv(c->fd, buf, sizeof(buf), MSG_DONTWAIT | MSG_TRUNC);
+        if (n < 0 && errno == ECONNRESET) {
+                /* A peer that closed with our request unread: the reset comes first, then what it sent. */
+                n = recv(c->fd, buf, sizeof(buf), MSG_DONTWAIT | MSG_TRUNC);
+                if (n < 0 && (errno == EAGAIN || errno == ECONNRESET)) {
+                        call_fail(c, -ECONNRESET, "the installer closed the connection");
+                        return;
+                }
+        }
         if (n < 0 && (errno == EAGAIN || errno == EINTR))
                 return;
         if (n < 0) {

@@ -750,8 +750,8 @@ static void on_outcome_answer(InstallCall *call, int error, const InstallAnswer 
 
         o->install = install_call_free(o->install);
         if (error == 0 && answer->type == INSTALL_ANSWER_DONE) {
-                log_info("The install of %s (command %s) ended while krtiotd was away: %s.", j->target,
-                         j->id, install_outcome_to_string(answer->outcome));
+                log_info("The installer says the install of %s (command %s) ended: %s.", j->target, j->id,
+                         install_outcome_to_string(answer->outcome));
                 ota_install_ended(o, 0, answer, NULL);
                 return;
         }

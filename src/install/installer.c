@@ -73,6 +73,12 @@ struct Conn {
         struct ucred peer;
         sd_event_source *io, *timer;
         Task *task; /* the run whose end it waits for; NULL until its request came */
+        /*
+         * Set when it is refused whatever it asks (a peer that may not ask). The answer waits for the
+         * request: closing a Unix socket with a datagram unread resets the peer's connection, whose
+         * next recv() then says ECONNRESET instead of why.
+         */
+        char refusal[192];
         Conn *prev, *next;
 };
 
@@ -597,6 +603,11 @@ static void conn_read_request(Conn *c)
                 installer_drop_conn(c);
                 return;
         }
+        if (c->refusal[0]) {
+                /* Logged when it connected. */
+                conn_answer(c, &(InstallAnswer){ .type = INSTALL_ANSWER_REFUSED, .reason = c->refusal });
+                return;
+        }
         if ((size_t)n > sizeof(buf)) {
                 char reason[64];
 
@@ -643,7 +654,10 @@ static int on_conn_timeout(sd_event_source *s, uint64_t usec, void *userdata)
 
 /* ---- the listening socket ---- */
 
-/* A connection whose answer is known before any request: refused, then closed. */
+/*
+ * A connection we cannot take at all (too many): refused and closed at once. A peer whose request was
+ * there already may see ECONNRESET instead of this answer (see Conn.refusal); it is busy either way.
+ */
 static void installer_turn_away(int fd, const struct ucred *peer, const char *reason)
 {
         char line[WIRE_LINE_MAX];
@@ -657,12 +671,30 @@ static void installer_turn_away(int fd, const struct ucred *peer, const char *re
         close(fd);
 }
 
+/* Why PEER may not ask (into REASON), or "" when it may. */
+static void installer_check_peer(Installer *i, const struct ucred *peer, char *reason, size_t size)
+{
+        uid_t agent = (uid_t)-1; /* nobody's: set by installer_agent_uid() */
+        int r;
+
+        reason[0] = 0;
+        /* The real gate: only root and the agent's user may ask, whatever the socket's mode. */
+        r = installer_agent_uid(i, &agent);
+        if (r < 0)
+                (void)snprintf(reason, size, "cannot stat state_dir %s: %s", i->config->state_dir,
+                               strerror(-r));
+        else if (peer->uid != 0 && peer->uid != agent)
+                (void)snprintf(reason, size,
+                               "not allowed: only root and the agent's user (uid %u, the owner of %s) "
+                               "may ask",
+                               (unsigned)agent, i->config->state_dir);
+}
+
 static void installer_accept(Installer *i, int fd)
 {
         struct ucred peer = {};
         socklen_t sl = sizeof(peer);
-        char reason[192];
-        uid_t agent = (uid_t)-1; /* nobody's: set by installer_agent_uid() */
+        char reason[sizeof(((Conn *)NULL)->refusal)];
         Conn *c;
         int r;
 
@@ -671,28 +703,15 @@ static void installer_accept(Installer *i, int fd)
                 close(fd);
                 return;
         }
-        installer_refresh_config(i);
-
-        /* The real gate: only root and the agent's user may ask, whatever the socket's mode. */
-        r = installer_agent_uid(i, &agent);
-        if (r < 0) {
-                (void)snprintf(reason, sizeof(reason), "cannot stat state_dir %s: %s", i->config->state_dir,
-                               strerror(-r));
-                installer_turn_away(fd, &peer, reason);
-                return;
-        }
-        if (peer.uid != 0 && peer.uid != agent) {
-                (void)snprintf(
-                        reason, sizeof(reason),
-                        "not allowed: only root and the agent's user (uid %u, the owner of %s) may ask",
-                        (unsigned)agent, i->config->state_dir);
-                installer_turn_away(fd, &peer, reason);
-                return;
-        }
         if (i->n_conns >= INSTALLER_CONNECTIONS_MAX) {
                 installer_turn_away(fd, &peer, "busy: too many connections");
                 return;
         }
+        installer_refresh_config(i);
+        installer_check_peer(i, &peer, reason, sizeof(reason));
+        if (reason[0])
+                log_warning("Refused a connection from pid %d (uid %u): %s.", (int)peer.pid,
+                            (unsigned)peer.uid, reason);
 
         c = calloc(1, sizeof(*c));
         if (!c) {
@@ -700,6 +719,7 @@ static void installer_accept(Installer *i, int fd)
                 return;
         }
         *c = (Conn){ .installer = i, .fd = fd, .peer = peer, .next = i->conns };
+        (void)snprintf(c->refusal, sizeof(c->refusal), "%s", reason);
         if (i->conns)
                 i->conns->prev = c;
         i->conns = c;
