@@ -14,6 +14,7 @@
  *  - DONE is called exactly once, after the process has ended.
  */
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,14 +78,22 @@ int hook_open_image(const char *download_dir, const char *key, uid_t owner, char
                 (void)snprintf(reason, size, "cannot stat %s/%s: %s", download_dir, name, strerror(-r));
                 return r;
         }
-        /* Only the agent writes the download directory: a file of anyone else was not downloaded
-         * by it. */
-        if (st.st_uid != owner) {
+        /*
+         * Only the agent writes the download directory: a file of anyone else was not downloaded by
+         * it. Root's, with one link, is the exception: RAUC's service takes a plain bundle over
+         * (fchown to root) when it installs it, and the same image is installed again after a power
+         * loss. Only root makes or takes over such a file here; a hard link the agent made to a file
+         * of root's elsewhere has two links (and protected_hardlinks forbids it anyway).
+         */
+        if (st.st_uid == owner || (st.st_uid == 0 && st.st_nlink == 1))
+                return TAKE_FD(fd);
+        if (st.st_uid == 0)
+                (void)snprintf(reason, size, "%s/%s belongs to root and has %ju links: a link to a file of "
+                               "root's, not a download", download_dir, name, (uintmax_t)st.st_nlink);
+        else
                 (void)snprintf(reason, size, "%s/%s belongs to uid %u, not to the agent's user (uid %u)",
                                download_dir, name, (unsigned)st.st_uid, (unsigned)owner);
-                return -EPERM;
-        }
-        return TAKE_FD(fd);
+        return -EPERM;
 }
 
 /*

@@ -46,10 +46,11 @@ typedef void (*HookDone)(Hook *h, const InstallAnswer *answer, void *userdata);
  * Opens {download_dir}/KEY.img for a hook: the directory is followed (it is
  * configured), the image itself must not be a symbolic link, must be a
  * regular file (never a FIFO or a device: opening one never blocks and is
- * refused), and must belong to OWNER, the agent's user. Returns the fd
- * (O_CLOEXEC), or -errno with REASON (SIZE bytes) saying why in words:
- * -ENOENT no such image, -ELOOP a symbolic link, -EBADFD not a regular
- * file, -EISDIR a directory, -EPERM another owner, or what open() said.
+ * refused), and must belong to OWNER, the agent's user (or to root with a
+ * single link: a bundle RAUC took over). Returns the fd (O_CLOEXEC), or
+ * -errno with REASON (SIZE bytes) saying why in words: -ENOENT no such
+ * image, -ELOOP a symbolic link, -EBADFD not a regular file, -EISDIR a
+ * directory, -EPERM another owner, or what open() said.
  */
 int hook_open_image(const char *download_dir, const char *key, uid_t owner, char *reason, size_t size);
 

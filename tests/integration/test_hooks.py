@@ -855,5 +855,8 @@ def test_rauc_takes_a_bundle_of_the_agents_user(rauc, krtiotd):
     answer = d.installer.ask("install key=%s id=J1 target=2.0 url=http://127.0.0.1:9/x\n" % key, timeout=240)
     assert answer == "done outcome=reboot\n", d.installer.log_tail()
     assert rauc.slot("B").startswith(rauc.image)
-    # RAUC took the bundle over; the agent's user can still delete it (the directory is its own).
+    # RAUC took the bundle over (the agent's user can still delete it: the directory is its own);
+    # installed again (after a power loss, say), it is taken all the same.
     assert os.stat(image).st_uid == 0
+    answer = d.installer.ask("install key=%s id=J1 target=2.0 url=http://127.0.0.1:9/x\n" % key, timeout=240)
+    assert answer == "done outcome=reboot\n", d.installer.log_tail()

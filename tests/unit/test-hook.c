@@ -185,9 +185,33 @@ static void test_open_image(const Config *c)
         rmdir(img);
 
         put("download/" KEY ".img", "image bytes", 0600);
-        is_int(hook_open_image(c->ota_download_dir, KEY, getuid() + 1, reason, sizeof(reason)), -EPERM,
-               "image: a file of another user is refused");
-        ok(strstr(reason, "not to the agent's user"), "  says so");
+        if (getuid() == 0) {
+                _cleanup_free_ char *other = path_in("download/elsewhere");
+
+                if (chown(img, 4243, 4243) < 0)
+                        abort();
+                is_int(hook_open_image(c->ota_download_dir, KEY, getuid(), reason, sizeof(reason)), -EPERM,
+                       "image: a file of another user is refused");
+                ok(strstr(reason, "belongs to uid 4243, not to the agent's user (uid 0)"), "  says so");
+                if (chown(img, 0, 0) < 0)
+                        abort();
+
+                /* Root's, one link: what RAUC leaves when it took a bundle over (the agent: uid 4242). */
+                fd = hook_open_image(c->ota_download_dir, KEY, 4242, reason, sizeof(reason));
+                ok(fd >= 0, "image: root's with one link is taken (a bundle RAUC took over)");
+                if (fd >= 0)
+                        close(fd);
+                if (link(img, other) < 0)
+                        abort();
+                is_int(hook_open_image(c->ota_download_dir, KEY, 4242, reason, sizeof(reason)), -EPERM,
+                       "image: root's with two links is refused (a link to a file of root's)");
+                ok(strstr(reason, "belongs to root and has 2 links"), "  says so");
+                unlink(other);
+        } else {
+                is_int(hook_open_image(c->ota_download_dir, KEY, getuid() + 1, reason, sizeof(reason)),
+                       -EPERM, "image: a file of another user is refused");
+                ok(strstr(reason, "not to the agent's user"), "  says so");
+        }
 
         is_int(hook_open_image(c->ota_download_dir, "../secret000", getuid(), reason, sizeof(reason)),
                -EINVAL, "image: a key that is not a job key never makes a path");
