@@ -341,6 +341,9 @@ class Installer:
         self.runtime_dir = runtime_dir
         self.name = name
         self.socket_dir = tempfile.mkdtemp(prefix="krti-")
+        # Reachable by an agent that does not run as root (the socket is 0666): the installer's peer
+        # check is the gate, as under systemd.
+        os.chmod(self.socket_dir, 0o755)
         self.socket_path = os.path.join(self.socket_dir, "install.sock")
         self.proc = None
         self.starts = 0

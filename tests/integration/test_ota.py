@@ -12,8 +12,6 @@ import shutil
 import subprocess
 import time
 
-import signal
-
 import pytest
 
 from daemon import REPO
