@@ -191,7 +191,7 @@ static int hook_spawn(Hook *h, sd_event *event, const Config *c, const InstallRe
                       const char *image)
 {
         char *env[6] = {};
-        char *argv[] = {c->ota_hook, (char *)install_op_to_string(req->op), (char *)image, NULL};
+        char *argv[] = { c->ota_hook, (char *)install_op_to_string(req->op), (char *)image, NULL };
         ProcessParams params = {
                 .argv = argv,
                 .env = env,

@@ -974,7 +974,7 @@ Installer *installer_free(Installer *i)
 
 int installer_run(Installer *i)
 {
-        static const int signals[] = {SIGTERM, SIGINT};
+        static const int signals[] = { SIGTERM, SIGINT };
         sigset_t mask;
         int r;
 

@@ -346,8 +346,8 @@ static void test_commit_version(const Config *c)
 static void test_reboot(Config *c)
 {
         InstallRequest reboot = { .op = INSTALL_OP_REBOOT, .key = KEY };
-        char *ok_argv[] = {(char *)"/bin/sh", (char *)"-c", (char *)"echo rebooting", NULL};
-        char *bad_argv[] = {(char *)"/bin/sh", (char *)"-c", (char *)"echo 'not now' >&2; exit 1", NULL};
+        char *ok_argv[] = { (char *)"/bin/sh", (char *)"-c", (char *)"echo rebooting", NULL };
+        char *bad_argv[] = { (char *)"/bin/sh", (char *)"-c", (char *)"echo 'not now' >&2; exit 1", NULL };
         Run run;
 
         c->ota_reboot_argv = NULL;
