@@ -29,6 +29,7 @@ import sys
 import tempfile
 import threading
 import time
+import weakref
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PLATFORM_DIR = os.path.join(REPO, "tests", "platform")
@@ -328,6 +329,14 @@ def child_pids(pid):
         return []
 
 
+def _remove_socket_dir(socket_dir, socket_path):
+    for remove, path in ((os.unlink, socket_path), (os.rmdir, socket_dir)):
+        try:
+            remove(path)
+        except OSError:
+            pass
+
+
 class Installer:
     """One krtiot-install: `-c CONF_PATH --listen SOCKET --runtime-dir
     RUNTIME_DIR`, stdout and stderr in LOG_PATH. SOCKET is in a short
@@ -345,6 +354,8 @@ class Installer:
         # check is the gate, as under systemd.
         os.chmod(self.socket_dir, 0o755)
         self.socket_path = os.path.join(self.socket_dir, "install.sock")
+        # Also for a Daemon that is never started nor cleaned up (a test of the harness itself).
+        weakref.finalize(self, _remove_socket_dir, self.socket_dir, self.socket_path)
         self.proc = None
         self.starts = 0
 
@@ -449,14 +460,7 @@ class Installer:
         """Teardown: stopped (a hook still running is killed after 5 s), socket removed."""
         self.stop(timeout=5)
         self.kill9()
-        try:
-            os.unlink(self.socket_path)
-        except OSError:
-            pass
-        try:
-            os.rmdir(self.socket_dir)
-        except OSError:
-            pass
+        _remove_socket_dir(self.socket_dir, self.socket_path)
 
     # -- log ----------------------------------------------------------------
 
