@@ -3,7 +3,8 @@
 
 Starts a real mosquitto (dynamic security checks every secret) and the
 simulated KRT platform on 127.0.0.1, an nginx serving a firmware image, and
-krtiotd with conf/demo.conf. Then shows, in order: the device registering
+krtiotd with conf/demo.conf, beside krtiot-install (the root installer that
+runs its hook). Then shows, in order: the device registering
 with the product secret and storing its device secret; logging in with it and
 reporting its versions; an OTA command, its receipt, the download progress,
 the install through the `copy` hook, and the new version reported. Ends by
@@ -34,6 +35,7 @@ BUILD = os.environ.get("KRTIOT_BUILD_DIR", os.path.join(ROOT, "build"))
 KRTIOTD = os.path.join(BUILD, "src", "agent", "krtiotd")
 # The downloader krtiotd starts for each download: the one built here, not an installed one.
 FETCH = os.path.join(BUILD, "src", "fetch", "krtiot-fetch")
+KRTIOT_INSTALL = os.path.join(BUILD, "src", "install", "krtiot-install")
 PRODUCT, PRODUCT_SECRET, DEVICE = "DemoProduct", "demo-product-secret", "demo-device-0001"
 
 
@@ -87,6 +89,18 @@ def main():
         say("krtiotd --check-config")
         subprocess.run([KRTIOTD, "-c", conf_path, "--check-config"], check=True)
 
+        sock = os.path.join(tmp, "install.sock")
+        say("Starting krtiot-install, the root installer that runs the hook for krtiotd (socket %s)" % sock)
+        installer = subprocess.Popen([KRTIOT_INSTALL, "-c", conf_path, "--listen", sock,
+                                      "--runtime-dir", os.path.join(tmp, "install-runtime")],
+                                     stderr=subprocess.STDOUT)
+        procs.append(installer)
+        deadline = time.monotonic() + 10
+        while not os.path.exists(sock):
+            if installer.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("krtiot-install did not start")
+            time.sleep(0.05)
+
         say("Starting krtiotd: no device secret yet, so it registers with the product secret")
         daemon = subprocess.Popen([KRTIOTD, "-c", conf_path], stderr=subprocess.STDOUT,
                                   env=dict(os.environ, KRTIOT_FETCH_PROGRAM=FETCH))
@@ -113,6 +127,9 @@ def main():
         rc = daemon.wait(timeout=10)
         procs.remove(daemon)
         print("  demo: krtiotd exited with status %d" % rc)
+        installer.send_signal(signal.SIGTERM)
+        installer.wait(timeout=10)
+        procs.remove(installer)
 
         say("Shown: registration (secret stored before the receipt), version reports, and a whole "
             "OTA (receipt, download with progress, install, new version reported).")

@@ -10,9 +10,9 @@
 #
 # Builds a second meson tree (-Db_sanitize=address,undefined -Db_lundef=false),
 # runs the unit tests and the integration tests against it, with the options
-# below exported so every krtiotd and krtiot-fetch the tests start inherits
+# below exported so every krtiotd, krtiot-install and krtiot-fetch the tests start inherits
 # them (tests/integration/daemon.py passes the environment through). A
-# sanitizer report goes to the process's stderr: for krtiotd that is its log
+# sanitizer report goes to the process's stderr: for krtiotd (and krtiot-install) that is its log
 # file under the pytest basetemp (BUILD_DIR/pytest-tmp, kept after the run),
 # which is grepped afterwards; one report anywhere fails the run, even if the
 # test that caused it passed.
@@ -90,9 +90,9 @@ KRTIOT_BUILD_DIR=$BUILD_DIR $PY -m pytest "$@" \
     -rs -q -p no:cacheprovider --basetemp "$basetemp" 2>&1 | tee "$out" || rc=$?
 [ "$rc" -eq 0 ] || failed+=("integration tests (pytest exit $rc)")
 
-# The daemons' logs, and pytest's own output (krtiotd --check-config and
+# The daemons' and installers' logs, and pytest's own output (krtiotd --check-config and
 # krtiot-fetch report on captured stderr, which a failing test prints).
-reports=$(grep -rlE --include='krtiotd*.log' "$REPORT_RE" "$basetemp" 2>/dev/null)
+reports=$(grep -rlE --include='krtiotd*.log' --include='krtiot-install*.log' "$REPORT_RE" "$basetemp" 2>/dev/null)
 grep -qE "$OUT_RE" "$out" && reports="$reports${reports:+ }$out"
 if [ -n "$reports" ]; then
     for f in $reports; do

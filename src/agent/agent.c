@@ -56,8 +56,8 @@ struct Agent {
         sd_event_source *report_timer; /* set while connected normally */
         uint64_t last_report_usec;     /* CLOCK_MONOTONIC of the last report (or of its attempt) */
         sd_event_source *switch_timer; /* registration done: switch to the device secret */
-        Process *version_query;
-        bool report_again; /* a report was asked for while the hook's version query ran */
+        InstallCall *version_query;    /* `HOOK version`, asked of the installer */
+        bool report_again;             /* a report was asked for while the version query ran */
         char *last_fw_version;
 };
 
@@ -153,34 +153,26 @@ static void agent_publish_report(Agent *a, const char *fw)
         agent_status_connected(a);
 }
 
-static void on_version_hook_done(Process *p, const ProcessResult *result, void *userdata)
+static void on_version_answer(InstallCall *call, int error, const InstallAnswer *answer, const char *reason,
+                              void *userdata)
 {
         Agent *a = userdata;
-        _cleanup_free_ char *v = NULL;
-        int r = result->status;
+        const char *v, *why = NULL;
+        int r;
 
-        a->version_query = process_free(a->version_query);
-        if (r == 0) {
-                v = strndup(result->output, result->output_len);
-                r = v ? version_parse(v) : -ENOMEM;
-        }
-        if (r != 0) {
-                if (r > 0)
-                        log_error("'%s version' failed with exit status %d. Reporting \"%s\".",
-                                  a->config->ota_hook, r, VERSION_UNKNOWN);
-                else
-                        log_error_errno(r, "'%s version' gave no version: %m. Reporting \"%s\".",
-                                        a->config->ota_hook, VERSION_UNKNOWN);
-                v = mfree(v);
-        }
+        a->version_query = install_call_free(a->version_query);
+        v = version_from_answer(error, answer, reason, &why);
+        if (!v)
+                log_error("The installer gave no firmware version: %s. Reporting \"%s\".", why,
+                          VERSION_UNKNOWN);
 
         if (mqtt_session_is_connected(a->mqtt) && a->credentials && !a->registration)
                 agent_publish_report(a, v);
         if (a->report_again) {
                 a->report_again = false;
-                r = version_query_hook(a->event, a->config, on_version_hook_done, a, &a->version_query);
+                r = version_query_installer(a->event, a->config, on_version_answer, a, &a->version_query);
                 if (r < 0)
-                        log_error_errno(r, "Cannot run '%s version': %m", a->config->ota_hook);
+                        log_error_errno(r, "Cannot ask the installer for the firmware version: %m");
         }
 }
 
@@ -202,9 +194,9 @@ static void agent_report(Agent *a)
                         a->report_again = true;
                         return;
                 }
-                r = version_query_hook(a->event, a->config, on_version_hook_done, a, &a->version_query);
+                r = version_query_installer(a->event, a->config, on_version_answer, a, &a->version_query);
                 if (r < 0)
-                        log_error_errno(r, "Cannot run '%s version': %m", a->config->ota_hook);
+                        log_error_errno(r, "Cannot ask the installer for the firmware version: %m");
                 return;
         }
 
@@ -616,7 +608,7 @@ Agent *agent_free(Agent *a)
 {
         if (!a)
                 return NULL;
-        process_free(a->version_query);
+        install_call_free(a->version_query);
         sd_event_source_disable_unref(a->report_timer);
         sd_event_source_disable_unref(a->switch_timer);
         registration_free(a->registration);

@@ -13,7 +13,11 @@
  * Invariants:
  *  - the journal is written before each phase's work starts, so a restart
  *    resumes the phase it finds (downloading resumes with Range, installing
- *    reruns the hook, reboot-pending checks the running version);
+ *    asks the installer how the install ended and reruns it only when the
+ *    installer does not know, reboot-pending checks the running version);
+ *  - the agent runs no hook: krtiot-install (install-client.c) runs the
+ *    install, the commit, `HOOK version` and the reboot command, and keeps
+ *    running an install when the agent goes away;
  *  - every command gets a receipt: OK before any download, or FAIL with a
  *    REASON; either answer is journaled before it is sent, and the same
  *    command ID gets the same answer again without changing anything
@@ -40,16 +44,16 @@
 #include "log.h"
 #include "notify.h"
 #include "ota.h"
-#include "process.h"
+#include "install-client.h"
 #include "util/fileio.h"
 #include "util/macro.h"
 #include "util/strings.h"
 #include "util/random-id.h"
 #include "version.h"
 
-#define HOOK_EXIT_REBOOT 10
-#define HOOK_LOG_MAX (256 * 1024)
-#define COMMIT_TIMEOUT_USEC (300 * USEC_PER_SEC)
+/* The installer's own limits on a commit and on the reboot command (src/install/hook.c). */
+#define COMMIT_TIMEOUT_SEC 300
+#define REBOOT_TIMEOUT_SEC 120
 #define PROGRESS_STEP 10 /* percent between CMD 12 reports */
 #define OTA_MAX_UNSENT 4 /* CMD 12 kept while offline (a job's outcome at start-up) */
 
@@ -62,11 +66,11 @@ struct Ota {
         void *userdata;
 
         Journal *journal;
-        Fetcher *download; /* krtiot-fetch, while a download runs */
-        Process *hook;    /* install or commit */
-        Process *version; /* `HOOK version` for a comparison */
+        Fetcher *download;        /* krtiot-fetch, while a download runs */
+        InstallCall *install;     /* install, its outcome, or commit: a hook runs (or may) */
+        InstallCall *version;     /* `HOOK version` for a comparison */
         VersionThen version_then; /* what to do with its answer */
-        Process *reboot;
+        InstallCall *reboot;
         Job *queued; /* the newest command that arrived while the hook ran; not journaled yet */
         unsigned last_progress;
         bool resolving; /* checking, after a restart, how a reboot-pending job ended */
@@ -202,23 +206,17 @@ static void ota_succeed(Ota *o)
 
 /* ---- the running version (from a file, or asynchronously from the hook) ---- */
 
-static void on_version_done(Process *p, const ProcessResult *result, void *userdata)
+static void on_version_answer(InstallCall *call, int error, const InstallAnswer *answer, const char *reason,
+                              void *userdata)
 {
         Ota *o = userdata;
-        _cleanup_free_ char *v = NULL;
         VersionThen then = o->version_then;
-        char how[64];
+        const char *v, *why = NULL;
 
-        o->version = process_free(o->version);
-        if (result->status == 0) {
-                v = strndup(result->output, result->output_len);
-                if (v && version_parse(v) < 0)
-                        v = mfree(v);
-        }
+        o->version = install_call_free(o->version);
+        v = version_from_answer(error, answer, reason, &why);
         if (!v)
-                log_error("'%s version' gave no version: it %s%s%s.", o->config->ota_hook,
-                          process_result_to_string(result, how, sizeof(how)),
-                          result->last_line[0] ? ": " : "", result->last_line);
+                log_error("The installer gave no running version: %s.", why);
         then(o, v);
 }
 
@@ -229,12 +227,12 @@ static void ota_with_running_version(Ota *o, VersionThen then)
         int r;
 
         if (o->config->fw_version_from_hook) {
-                o->version = process_free(o->version);
+                o->version = install_call_free(o->version);
                 o->version_then = then;
-                r = version_query_hook(o->event, o->config, on_version_done, o, &o->version);
+                r = version_query_installer(o->event, o->config, on_version_answer, o, &o->version);
                 if (r >= 0)
                         return;
-                log_error_errno(r, "Cannot run '%s version': %m", o->config->ota_hook);
+                log_error_errno(r, "Cannot ask the installer for the running version: %m");
         } else {
                 r = version_read_fw(o->config, &v);
                 if (r < 0)
@@ -243,39 +241,59 @@ static void ota_with_running_version(Ota *o, VersionThen then)
         then(o, v);
 }
 
-/* ---- install ---- */
-
-static void on_reboot_done(Process *p, const ProcessResult *result, void *userdata)
+/*
+ * The job's ID as the installer takes it (install-wire.h: no control
+ * characters): as it is, or with those written \xNN, cut to fit. Only the
+ * hook's KRTIOT_JOB_ID sees it; the platform gets the ID exactly.
+ */
+static const char *job_wire_id(const Job *j, char buf[INSTALL_ID_MAX + 1])
 {
-        Ota *o = userdata;
-        char how[64];
-
-        o->reboot = process_free(o->reboot);
-        /* Not o->config->ota_reboot_argv: a reload since the start may have emptied it. */
-        if (result->status != 0)
-                log_error("The reboot command %s%s%s; the new firmware is active after the next reboot.",
-                          process_result_to_string(result, how, sizeof(how)), result->last_line[0] ? ": " : "",
-                          result->last_line);
+        if (install_id_valid(j->id))
+                return j->id;
+        (void)escape_control(j->id, strlen(j->id), buf, INSTALL_ID_MAX + 1);
+        return buf;
 }
 
+/* Asks the installer for REQ; DONE follows from the loop. */
+static int ota_ask(Ota *o, const InstallRequest *req, unsigned timeout_sec, InstallCallDone done,
+                   InstallCall **ret)
+{
+        return install_call_new(o->event, o->config->ota_installer_socket, req,
+                                install_call_timeout(timeout_sec), done, o, ret);
+}
+
+/* ---- install ---- */
+
+static void on_reboot_answer(InstallCall *call, int error, const InstallAnswer *answer, const char *reason,
+                             void *userdata)
+{
+        Ota *o = userdata;
+
+        o->reboot = install_call_free(o->reboot);
+        if (error < 0)
+                log_error("Cannot ask the installer for the reboot: %s; the new firmware is active after "
+                          "the next "
+                          "reboot.",
+                          reason);
+        else if (answer->type == INSTALL_ANSWER_DONE && answer->outcome == INSTALL_OUTCOME_REBOOT)
+                log_notice("The installer ran the reboot command.");
+        else
+                log_notice("The installer did not reboot: %s.",
+                           answer->reason ? answer->reason : "it gave no reason");
+}
+
+/* The installer decides whether and how (ota.reboot_command in its configuration); the job's key is all we
+ * send. */
 static void ota_reboot(Ota *o)
 {
-        ProcessParams params = {
-                .argv = o->config->ota_reboot_argv,
-                .log_prefix = "reboot",
-                .log_max = HOOK_LOG_MAX,
-                .timeout_usec = 120 * USEC_PER_SEC,
-        };
+        InstallRequest req = { .op = INSTALL_OP_REBOOT, .key = ota_job(o)->key };
         int r;
 
-        if (!o->config->ota_reboot_argv) {
-                log_notice("No reboot command is configured: the new firmware becomes active at the next reboot.");
-                return;
-        }
-        log_notice("Rebooting to activate the new firmware.");
-        r = process_spawn(o->event, &params, on_reboot_done, o, &o->reboot);
+        log_notice("Asking the installer to reboot to activate the new firmware.");
+        o->reboot = install_call_free(o->reboot);
+        r = ota_ask(o, &req, REBOOT_TIMEOUT_SEC, on_reboot_answer, &o->reboot);
         if (r < 0)
-                log_error_errno(r, "Cannot run the reboot command %s: %m", o->config->ota_reboot_argv[0]);
+                log_error_errno(r, "Cannot ask the installer for the reboot: %m");
 }
 
 static void on_installed_version(Ota *o, const char *running)
@@ -294,38 +312,26 @@ static void on_installed_version(Ota *o, const char *running)
 }
 
 /*
- * The REASON of a hook run that failed, for the platform and the log: what
- * happened to WHAT ("the install hook"), then the last line the hook wrote
- * on stderr (escaped and cut by process.c), where a hook - and the shipped
- * ones for RAUC and SWUpdate - says why in its installer's words.
+ * The install ended (the installer's answer to `install`, or to `outcome`
+ * after a restart), or the agent could not learn how (ERROR, REASON).
  */
-static void hook_reason(const ProcessResult *r, const char *what, unsigned timeout_sec, char *buf,
-                        size_t size)
+static void ota_install_ended(Ota *o, int error, const InstallAnswer *answer, const char *reason)
 {
-        char how[64];
-
-        if (r->status == -ETIMEDOUT)
-                (void)snprintf(how, sizeof(how), "timed out after %u s", timeout_sec);
-        else
-                (void)process_result_to_string(r, how, sizeof(how));
-        (void)snprintf(buf, size, "%s %s%s%s", what, how, r->last_line[0] ? ": " : "", r->last_line);
-}
-
-static void on_hook_install_done(Process *p, const ProcessResult *result, void *userdata)
-{
-        Ota *o = userdata;
         Job *j = ota_job(o);
-        char reason[128 + PROCESS_LAST_LINE_MAX];
+        char why[128 + INSTALL_REASON_MAX];
 
-        o->hook = process_free(o->hook);
         job_unlink(o, j, "img"); /* whatever the result (SPEC 5.6) */
 
-        if (result->status == 0) {
+        if (error < 0) {
+                ota_fail(o, reason);
+                return;
+        }
+        if (answer->type == INSTALL_ANSWER_DONE && answer->outcome == INSTALL_OUTCOME_INSTALLED) {
                 log_info("The install hook installed %s; checking the running version.", j->target);
                 ota_with_running_version(o, on_installed_version);
                 return;
         }
-        if (result->status == HOOK_EXIT_REBOOT) {
+        if (answer->type == INSTALL_ANSWER_DONE && answer->outcome == INSTALL_OUTCOME_REBOOT) {
                 log_notice("The install hook installed %s; a reboot activates it.", j->target);
                 notify_status("Update to %s installed; waiting for the reboot that activates it", j->target);
                 ota_set_phase(o, JOB_REBOOT_PENDING);
@@ -334,43 +340,39 @@ static void on_hook_install_done(Process *p, const ProcessResult *result, void *
                 ota_run_queued(o);
                 return;
         }
-
-        hook_reason(result, "the install hook", o->config->ota_hook_timeout, reason, sizeof(reason));
-        ota_fail(o, reason);
+        /* The installer's reason is the hook's ("the install hook failed with exit status 1: ..."). */
+        if (answer->type == INSTALL_ANSWER_DONE)
+                (void)snprintf(why, sizeof(why), "%s",
+                               answer->reason ? answer->reason : "the install hook failed");
+        else if (answer->type == INSTALL_ANSWER_REFUSED)
+                (void)snprintf(why, sizeof(why), "the installer refused the install: %s",
+                               answer->reason ? answer->reason : "no reason given");
+        else
+                (void)snprintf(why, sizeof(why), "the installer's answer to the install is not an outcome");
+        ota_fail(o, why);
 }
 
-/* Sets up the hook's environment: the job's data, as strings, never through a shell. */
-static int ota_spawn_hook(Ota *o, const char *verb, const char *image, ProcessDone done, uint64_t timeout_usec)
+static void on_install_answer(InstallCall *call, int error, const InstallAnswer *answer, const char *reason,
+                              void *userdata)
 {
-        Job *j = ota_job(o);
-        char *env[6] = {};
-        char *argv[] = { o->config->ota_hook, (char *)verb, (char *)image, NULL };
-        ProcessParams params = {
-                .argv = argv,
-                .env = env,
-                .log_prefix = "hook",
-                .log_max = HOOK_LOG_MAX,
-                .timeout_usec = timeout_usec,
-        };
-        int r = -ENOMEM;
+        Ota *o = userdata;
 
-        if (asprintf(&env[0], "KRTIOT_JOB_ID=%s", j->id) < 0 ||
-            asprintf(&env[1], "KRTIOT_TARGET_VERSION=%s", j->target) < 0 ||
-            asprintf(&env[2], "KRTIOT_IMAGE=%s", image ? image : "") < 0 ||
-            asprintf(&env[3], "KRTIOT_URL=%s", j->url) < 0 ||
-            asprintf(&env[4], "KRTIOT_STATE_DIR=%s", o->config->state_dir) < 0)
-                goto finish;
-        r = process_spawn(o->event, &params, done, o, &o->hook);
-finish:
-        for (size_t i = 0; i < ELEMENTSOF(env); i++)
-                free(env[i]);
-        return r;
+        o->install = install_call_free(o->install);
+        ota_install_ended(o, error, answer, reason);
 }
 
 static void ota_install(Ota *o)
 {
         Job *j = ota_job(o);
-        _cleanup_free_ char *image = job_path(o, j, "img");
+        char id[INSTALL_ID_MAX + 1];
+        /* The job's key names the image in the download directory: the installer opens it itself. */
+        InstallRequest req = {
+                .op = INSTALL_OP_INSTALL,
+                .key = j->key,
+                .id = job_wire_id(j, id),
+                .target = j->target,
+                .url = j->url,
+        };
         int r;
 
         ota_set_phase(o, JOB_INSTALLING);
@@ -378,14 +380,12 @@ static void ota_install(Ota *o)
         notify_status("Updating to %s: installing", j->target);
         ota_progress(o, "INSTALLING", 100, NULL);
 
-        r = image ? ota_spawn_hook(o, "install", image, on_hook_install_done,
-                                   (uint64_t)o->config->ota_hook_timeout * USEC_PER_SEC)
-                  : -ENOMEM;
+        r = ota_ask(o, &req, o->config->ota_hook_timeout, on_install_answer, &o->install);
         if (r < 0) {
                 char reason[128];
 
-                snprintf(reason, sizeof(reason), "cannot run the install hook %s: %s", o->config->ota_hook,
-                         strerror(-r));
+                (void)snprintf(reason, sizeof(reason), "cannot ask the installer for the install: %s",
+                               strerror(-r));
                 ota_fail(o, reason);
         }
 }
@@ -686,7 +686,7 @@ void ota_command(Ota *o, const PlatformMessage *m)
          * after a crash) and, unless an install runs, the new job. Nothing is torn down before it is
          * on disk. */
         old = ota_job(o);
-        if (!o->hook)
+        if (!o->install)
                 o->journal->job = j;
         r = journal_remember_recent(o->journal, m->id, m->fw_version, NULL);
         if (r >= 0) {
@@ -697,7 +697,7 @@ void ota_command(Ota *o, const PlatformMessage *m)
         if (r < 0) {
                 char why[160];
 
-                if (!o->hook)
+                if (!o->install)
                         o->journal->job = old;
                 job_free(j);
                 snprintf(why, sizeof(why), "cannot write the job journal: %s", strerror(-r));
@@ -708,7 +708,7 @@ void ota_command(Ota *o, const PlatformMessage *m)
         }
         ota_publish_receipt(o, m->id, true, NULL);
 
-        if (o->hook) {
+        if (o->install) {
                 /* An install is running: it is not interrupted. The newest command waits for it. */
                 log_notice("Command %s waits for the install that is running.", m->id);
                 job_free(o->queued);
@@ -724,7 +724,7 @@ static void ota_run_queued(Ota *o)
 {
         Job *old;
 
-        if (!o->queued || o->hook)
+        if (!o->queued || o->install)
                 return;
         old = ota_job(o);
         o->journal->job = TAKE_PTR(o->queued);
@@ -736,20 +736,82 @@ static void ota_run_queued(Ota *o)
 
 /* ---- start-up: continue what the journal holds ---- */
 
-static void on_commit_done(Process *p, const ProcessResult *result, void *userdata)
+/* The installer does not know how the install ended (it never ran it, or the device rebooted since). */
+static void ota_install_again(Ota *o)
+{
+        _cleanup_free_ char *image = job_path(o, ota_job(o), "img");
+
+        if (image && access(image, F_OK) == 0)
+                ota_install(o); /* installs are idempotent: run the hook again */
+        else
+                ota_fail(o, "the image was gone after a restart during the install");
+}
+
+static void on_outcome_answer(InstallCall *call, int error, const InstallAnswer *answer, const char *reason,
+                              void *userdata)
 {
         Ota *o = userdata;
+        Job *j = ota_job(o);
 
-        o->hook = process_free(o->hook);
-        if (result->status != 0) {
-                char reason[128 + PROCESS_LAST_LINE_MAX];
-
-                hook_reason(result, "the hook's commit", COMMIT_TIMEOUT_USEC / USEC_PER_SEC, reason,
-                            sizeof(reason));
-                ota_fail(o, reason);
+        o->install = install_call_free(o->install);
+        if (error == 0 && answer->type == INSTALL_ANSWER_DONE) {
+                log_info("The installer says the install of %s (command %s) ended: %s.", j->target, j->id,
+                         install_outcome_to_string(answer->outcome));
+                ota_install_ended(o, 0, answer, NULL);
                 return;
         }
-        ota_succeed(o);
+        if (error < 0)
+                log_warning("Cannot learn from the installer how the install of %s ended: %s.", j->target,
+                            reason);
+        else if (answer->type == INSTALL_ANSWER_REFUSED)
+                log_warning("The installer refused to say how the install of %s ended: %s.", j->target,
+                            answer->reason ? answer->reason : "no reason given");
+        else
+                log_info("The installer has no record of the install of %s.", j->target);
+        ota_install_again(o);
+}
+
+/*
+ * A restart found the job installing: the hook may still run in the
+ * installer (a restart of the agent never stops it), or have ended while we
+ * were away. The installer answers when it knows, waiting for a running
+ * hook; only when it has no record is the install run again.
+ */
+static void ota_ask_outcome(Ota *o)
+{
+        Job *j = ota_job(o);
+        InstallRequest req = { .op = INSTALL_OP_OUTCOME, .key = j->key };
+        int r;
+
+        notify_status("Updating to %s: installing", j->target);
+        r = ota_ask(o, &req, o->config->ota_hook_timeout, on_outcome_answer, &o->install);
+        if (r < 0) {
+                log_warning_errno(r, "Cannot ask the installer how the install of %s ended: %m", j->target);
+                ota_install_again(o);
+        }
+}
+
+static void on_commit_answer(InstallCall *call, int error, const InstallAnswer *answer, const char *reason,
+                             void *userdata)
+{
+        Ota *o = userdata;
+        char why[128 + INSTALL_REASON_MAX];
+
+        o->install = install_call_free(o->install);
+        if (error == 0 && answer->type == INSTALL_ANSWER_DONE &&
+            answer->outcome == INSTALL_OUTCOME_INSTALLED) {
+                ota_succeed(o);
+                return;
+        }
+        if (error < 0)
+                (void)snprintf(why, sizeof(why), "%s", reason);
+        else if (answer->type == INSTALL_ANSWER_DONE)
+                (void)snprintf(why, sizeof(why), "%s",
+                               answer->reason ? answer->reason : "the hook's commit failed");
+        else
+                (void)snprintf(why, sizeof(why), "the installer refused the commit: %s",
+                               answer->reason ? answer->reason : "no reason given");
+        ota_fail(o, why);
 }
 
 static void on_rebooted_version(Ota *o, const char *running)
@@ -758,10 +820,18 @@ static void on_rebooted_version(Ota *o, const char *running)
         int r;
 
         if (running && strcmp(running, j->target) == 0) {
+                char id[INSTALL_ID_MAX + 1];
+                InstallRequest req = {
+                        .op = INSTALL_OP_COMMIT,
+                        .key = j->key,
+                        .id = job_wire_id(j, id),
+                        .target = j->target,
+                };
+
                 log_info("Running %s after the reboot: committing it.", j->target);
-                r = ota_spawn_hook(o, "commit", NULL, on_commit_done, COMMIT_TIMEOUT_USEC);
+                r = ota_ask(o, &req, COMMIT_TIMEOUT_SEC, on_commit_answer, &o->install);
                 if (r < 0)
-                        ota_fail(o, "cannot run the hook's commit");
+                        ota_fail(o, "cannot ask the installer for the hook's commit");
                 return;
         }
         /* The new firmware did not come up, and the bootloader went back: a failure, remembered. */
@@ -807,18 +877,19 @@ void ota_start(Ota *o)
         case JOB_DOWNLOADING:
                 ota_download(o);
                 break;
-        case JOB_VERIFYING:
-        case JOB_INSTALLING: {
+        case JOB_VERIFYING: {
                 _cleanup_free_ char *image = job_path(o, j, "img");
 
+                /* The image was checked; no install was asked for yet. */
                 if (image && access(image, F_OK) == 0)
-                        ota_install(o); /* installs are idempotent: run the hook again */
-                else if (j->phase == JOB_VERIFYING)
-                        ota_download(o);
+                        ota_install(o);
                 else
-                        ota_fail(o, "the image was gone after a restart during the install");
+                        ota_download(o);
                 break;
         }
+        case JOB_INSTALLING:
+                ota_ask_outcome(o);
+                break;
         case JOB_REBOOT_PENDING:
                 /* No version report until this is decided: the platform counts a report of the target as
                  * success, which it is only once the hook has committed it. */
@@ -858,9 +929,9 @@ Ota *ota_free(Ota *o)
         if (!o)
                 return NULL;
         fetcher_free(o->download);
-        process_free(o->hook);
-        process_free(o->version);
-        process_free(o->reboot);
+        install_call_free(o->install);
+        install_call_free(o->version);
+        install_call_free(o->reboot);
         job_free(o->queued);
         for (size_t i = 0; i < o->n_unsent; i++)
                 free(o->unsent[i]);

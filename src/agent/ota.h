@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * OTA jobs (SPEC 5): CMD 11 validated and receipted at once; the image
- * downloaded (by krtiot-fetch, fetcher.c), handed to the install hook (process.c), the
- * result reported; every step journaled (journal.c) so that a restart or a
- * reboot in any phase continues correctly.
+ * downloaded by krtiot-fetch (fetcher.c), installed by krtiot-install, which
+ * runs the hook (install-client.c), the result reported; every step
+ * journaled (journal.c) so that a restart or a reboot in any phase continues
+ * correctly.
  */
 #pragma once
 

@@ -2,7 +2,8 @@
 /*
  * Version sources. A version read from a file or from the hook is checked
  * with the same rule the OTA command's target obeys (version_is_valid),
- * so that what the device reports can be compared with what it was told.
+ * so that what the device reports can be compared with what it was told:
+ * here for files, by the installer and the wire's parser for the hook.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -15,8 +16,7 @@
 #include "util/strings.h"
 #include "version.h"
 
-#define VERSION_HOOK_TIMEOUT_USEC (60 * USEC_PER_SEC)
-#define VERSION_HOOK_OUTPUT_MAX 4096
+#define VERSION_FILE_MAX 4096
 
 int version_parse(char *text)
 {
@@ -38,7 +38,7 @@ static int version_read(const char *literal, const char *path, char **ret)
                 if (!v)
                         return -ENOMEM;
         } else {
-                r = read_file_limited(path, VERSION_HOOK_OUTPUT_MAX, &v, NULL);
+                r = read_file_limited(path, VERSION_FILE_MAX, &v, NULL);
                 if (r < 0)
                         return r;
                 r = version_parse(v);
@@ -61,17 +61,25 @@ int version_read_fw(const Config *c, char **ret)
         return version_read(c->fw_version, c->fw_version_file, ret);
 }
 
-int version_query_hook(sd_event *event, const Config *c, ProcessDone done, void *userdata, Process **ret)
+int version_query_installer(sd_event *event, const Config *c, InstallCallDone done, void *userdata,
+                            InstallCall **ret)
 {
-        char *argv[] = { c->ota_hook, (char *)"version", NULL };
-        ProcessParams params = {
-                .argv = argv,
-                .log_prefix = "hook version",
-                .capture_stdout = true,
-                .capture_max = VERSION_HOOK_OUTPUT_MAX,
-                .log_max = VERSION_HOOK_OUTPUT_MAX,
-                .timeout_usec = VERSION_HOOK_TIMEOUT_USEC,
-        };
+        InstallRequest req = { .op = INSTALL_OP_VERSION };
 
-        return process_spawn(event, &params, done, userdata, ret);
+        return install_call_new(event, c->ota_installer_socket, &req,
+                                install_call_timeout(c->ota_hook_timeout), done, userdata, ret);
+}
+
+const char *version_from_answer(int error, const InstallAnswer *answer, const char *reason,
+                                const char **ret_why)
+{
+        if (error < 0)
+                *ret_why = reason;
+        else if (answer->type == INSTALL_ANSWER_VERSION)
+                return answer->version;
+        else if (answer->type == INSTALL_ANSWER_REFUSED || answer->type == INSTALL_ANSWER_DONE)
+                *ret_why = answer->reason ? answer->reason : "the installer gave no reason";
+        else
+                *ret_why = "the installer's answer is not a version";
+        return NULL;
 }

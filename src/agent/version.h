@@ -2,15 +2,15 @@
 /*
  * Where the versions come from (SPEC 7, device.*): a literal in the config,
  * a file (re-read at every report, so a change is seen without a restart),
- * or for the firmware the hook's `version` call, which runs as a child
- * process and so answers asynchronously.
+ * or for the firmware the hook's `version` call, which krtiot-install runs
+ * (the agent runs no hook) and so answers asynchronously.
  */
 #pragma once
 
 #include <systemd/sd-event.h>
 
 #include "config.h"
-#include "process.h"
+#include "install-client.h"
 
 #define VERSION_UNKNOWN "unknown"
 
@@ -25,11 +25,23 @@ int version_read_hw(const Config *c, char **ret);
 int version_read_fw(const Config *c, char **ret);
 
 /*
- * Runs `HOOK version` with its stdout captured; DONE gets the ProcessResult,
- * whose output the caller passes to version_parse() when its status is 0.
- * Returns 0 and the running Process (free it to cancel), or -errno.
+ * Asks krtiot-install at ota.installer_socket for `HOOK version`. DONE gets
+ * the answer, which version_from_answer() reads. The wait covers the hook's
+ * own timeout and an install the installer may be running first (it runs
+ * one hook at a time). Returns 0 and the call (free it to cancel), or
+ * -errno.
  */
-int version_query_hook(sd_event *event, const Config *c, ProcessDone done, void *userdata, Process **ret);
+int version_query_installer(sd_event *event, const Config *c, InstallCallDone done, void *userdata,
+                            InstallCall **ret);
 
-/* Trims TEXT (a file's content or the hook's output: its first line) in place and validates it. */
+/*
+ * The version in what an InstallCallDone of version_query_installer() got:
+ * the answer's value (the wire's parser checked it against the version
+ * rule), or NULL with *RET_WHY saying why, in words valid during the
+ * callback.
+ */
+const char *version_from_answer(int error, const InstallAnswer *answer, const char *reason,
+                                const char **ret_why);
+
+/* Trims TEXT (a version file's content: its first line) in place and validates it. */
 int version_parse(char *text);

@@ -77,6 +77,7 @@ typedef enum KeyId {
         K_OTA_RETRIES,
         K_OTA_MAX_REDIRECTS,
         K_OTA_CA_FILE,
+        K_OTA_INSTALLER_SOCKET,
         _K_MAX,
 } KeyId;
 
@@ -113,6 +114,7 @@ const char *const config_known_keys[] = {
         [K_OTA_RETRIES] = "ota.retries",
         [K_OTA_MAX_REDIRECTS] = "ota.max_redirects",
         [K_OTA_CA_FILE] = "ota.ca_file",
+        [K_OTA_INSTALLER_SOCKET] = "ota.installer_socket",
         [_K_MAX] = NULL,
 };
 _Static_assert(ELEMENTSOF(config_known_keys) == _K_MAX + 1, "config_known_keys out of step with KeyId");
@@ -172,6 +174,7 @@ static const Key keys[_K_MAX] = {
         [K_OTA_RETRIES] = INT(ota_retries, 0, 1000),
         [K_OTA_MAX_REDIRECTS] = INT(ota_max_redirects, 0, 20),
         [K_OTA_CA_FILE] = PATH(ota_ca_file),
+        [K_OTA_INSTALLER_SOCKET] = PATH(ota_installer_socket),
 };
 
 static const char *const required_groups[] = { "mqtt", "product", "device" };
@@ -501,7 +504,8 @@ static Config *config_new(const char *path)
         c->path = strdup(path);
         c->state_dir = strdup("/var/lib/krtiot");
         c->ota_hook = strdup(HOOKS_DIR "/swupdate");
-        if (!c->path || !c->state_dir || !c->ota_hook)
+        c->ota_installer_socket = strdup(CONFIG_DEFAULT_INSTALLER_SOCKET);
+        if (!c->path || !c->state_dir || !c->ota_hook || !c->ota_installer_socket)
                 return NULL;
 
         return TAKE_PTR(c);
@@ -530,6 +534,7 @@ static Config *config_free(Config *c)
         free(c->ota_download_dir);
         strv_free(c->ota_reboot_argv);
         free(c->ota_ca_file);
+        free(c->ota_installer_socket);
         free(c);
         return NULL;
 }
@@ -1227,6 +1232,21 @@ static void loader_check_state_dir(Loader *l)
                 loader_error(l, s, key, "%s%s is not a directory", dir, dflt);
 }
 
+/*
+ * A Unix socket's path lives in sun_path (108 bytes with its NUL): a longer
+ * one could never be connected to, which the agent would only find when an
+ * update came.
+ */
+static void loader_check_installer_socket(Loader *l)
+{
+        const char *path = l->config->ota_installer_socket;
+
+        if (l->valid[K_OTA_INSTALLER_SOCKET] && strlen(path) > CONFIG_SOCKET_PATH_MAX)
+                loader_error(l, l->settings[K_OTA_INSTALLER_SOCKET],
+                             config_known_keys[K_OTA_INSTALLER_SOCKET],
+                             "must be at most %d bytes (a Unix socket's path)", CONFIG_SOCKET_PATH_MAX);
+}
+
 static void loader_default_download_dir(Loader *l)
 {
         Config *c = l->config;
@@ -1253,6 +1273,7 @@ static void loader_resolve(Loader *l)
         loader_parse_reboot_command(l);
         loader_check_state_dir(l);
         loader_check_hook(l);
+        loader_check_installer_socket(l);
         loader_default_download_dir(l);
 }
 

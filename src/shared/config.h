@@ -15,6 +15,8 @@
 
 #define CONFIG_MAX_FILE_SIZE (64 * 1024)
 #define CONFIG_MAX_ID 64 /* product and device IDs */
+#define CONFIG_DEFAULT_INSTALLER_SOCKET "/run/krtiot/install.sock"
+#define CONFIG_SOCKET_PATH_MAX 107 /* sizeof(sun_path) - 1 */
 
 typedef enum IdSource {
         ID_SOURCE_CONFIG,     /* device.id */
@@ -69,6 +71,7 @@ typedef struct Config {
         unsigned ota_retries;           /* download attempts after the first, default 10 */
         unsigned ota_max_redirects;     /* default 5 */
         char *ota_ca_file;              /* for https downloads; NULL: system default */
+        char *ota_installer_socket;     /* krtiot-install's socket; absolute, <= CONFIG_SOCKET_PATH_MAX */
 } Config;
 
 /*

@@ -25,10 +25,12 @@
  *   version
  *       Run `HOOK version`: the running firmware version.
  *   reboot key=K
- *       Run the reboot command; only after K's install ended "reboot".
+ *       Run the reboot command; only after K's install ended "reboot", and
+ *       once for that install. done outcome=reboot: the command succeeded.
  *
  * Answers (installer -> agent):
- *   done outcome=installed|reboot|failed [reason=S]   install, outcome, commit, reboot
+ *   done outcome=installed|reboot|failed [reason=S]   install, outcome, commit, reboot;
+ *                                                      version, failed: the hook gave none
  *   unknown                                            outcome: no record of K
  *   version value=V                                    version (V follows the version rule)
  *   refused reason=S                                   a request the installer will not run

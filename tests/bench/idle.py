@@ -43,7 +43,8 @@ class IdleBench:
         floor_secret = "floor-" + secrets.token_hex(8)
         platform.provision_device("FLOOR", floor_secret)
         self.d = B.Daemon(self.tmpdir, self.broker, platform=platform, name="idle",
-                          device_id="D1", config=dict(B.DAEMON_CONFIG), start=False)
+                          device_id="D1", config=dict(B.DAEMON_CONFIG), start=False,
+                          installer=False)  # idle: socket-activated, krtiot-install would not be running
         r.add(self.d, self.d.cleanup)
         mark = platform.mark()
         self.d.start()

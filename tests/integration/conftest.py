@@ -8,12 +8,13 @@
                   tmp_path/platform.log
   notify_socket   a NOTIFY_SOCKET stand-in (daemon.NotifySocket)
   krtiotd         factory: krtiotd(**kw) starts a krtiotd (daemon.Daemon)
-                  wired to the three above; skips when it is not built
+                  wired to the three above, and its krtiot-install
+                  (Daemon.installer); skips when they are not built
   krtiotd_binary  the binary's path; skips when it is not built
 
 Everything started here is stopped by PID in teardown, even when the test
-fails; then the daemons' and the broker's logs are printed, so that a failure
-report shows what happened.
+fails; then the daemons', their installers' and the broker's logs are
+printed, so that a failure report shows what happened.
 """
 
 import time
@@ -112,3 +113,6 @@ def krtiotd(request, tmp_path, krtiotd_binary, broker, platform, notify_socket):
         for d in daemons:
             print("\n===== krtiotd %s (exit %s) log (tail) =====" % (d.name, d.returncode))
             print(d.log_tail(120))
+            if d.installer.starts:
+                print("\n===== krtiot-install %s (exit %s) log (tail) =====" % (d.name, d.installer.returncode))
+                print(d.installer.log_tail(120))

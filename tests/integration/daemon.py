@@ -1,12 +1,19 @@
 # SPDX-License-Identifier: Apache-2.0
 """Running the real krtiotd for the integration tests: its config file
 (SPEC section 7, libconfig syntax), its seeded credentials, its notify
-socket, its process and its log.
+socket, its process and its log; and beside it the real krtiot-install,
+which runs its hooks.
 
 The daemon runs in the foreground as `krtiotd -c CONF`, with stdout and
 stderr in a log file, NOTIFY_SOCKET pointing at a NotifySocket of ours, and,
 when asked, WATCHDOG_USEC and WATCHDOG_PID (which must be the daemon's own
 PID, so it is set by a shell that then execs the daemon).
+
+The installer runs as `krtiot-install -c CONF --listen SOCK --runtime-dir
+DIR` (as root, like the tests), with the same CONF, whose
+ota.installer_socket is SOCK: started before the daemon, stopped by PID at
+cleanup, logging to its own file. Like krtiot-install.service beside
+krtiot.service, it is not stopped or killed with the daemon.
 """
 
 import importlib.util
@@ -22,6 +29,7 @@ import sys
 import tempfile
 import threading
 import time
+import weakref
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PLATFORM_DIR = os.path.join(REPO, "tests", "platform")
@@ -78,6 +86,11 @@ def fetch_binary():
     return os.path.join(build_dir(), "src", "fetch", "krtiot-fetch")
 
 
+def installer_binary():
+    """The krtiot-install under test: $KRTIOT_BUILD_DIR/src/install/krtiot-install."""
+    return os.path.join(build_dir(), "src", "install", "krtiot-install")
+
+
 def daemon_missing():
     """Why the daemon cannot be run (a sentence), or None."""
     path = daemon_binary()
@@ -86,6 +99,8 @@ def daemon_missing():
                 "KRTIOT_BUILD_DIR to the build directory)" % path)
     if not os.access(path, os.X_OK):
         return "%s is not executable" % path
+    if not os.access(installer_binary(), os.X_OK):
+        return "krtiot-install is not built: %s is not executable" % installer_binary()
     return None
 
 
@@ -308,6 +323,183 @@ class NotifySocket:
         return sum(1 for line in self.lines(since) if self._matches(line, want))
 
 
+# -- the installer ----------------------------------------------------------------
+
+def child_pids(pid):
+    """The PIDs of PID's children."""
+    try:
+        with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+
+
+def _remove_socket_dir(socket_dir, socket_path):
+    for remove, path in ((os.unlink, socket_path), (os.rmdir, socket_dir)):
+        try:
+            remove(path)
+        except OSError:
+            pass
+
+
+class Installer:
+    """One krtiot-install: `-c CONF_PATH --listen SOCKET --runtime-dir
+    RUNTIME_DIR`, stdout and stderr in LOG_PATH. SOCKET is in a short
+    directory of its own (sun_path is 108 bytes: not under pytest's
+    tmp_path)."""
+
+    def __init__(self, conf_path, log_path, runtime_dir, name="install"):
+        self.binary = installer_binary()
+        self.conf_path = conf_path
+        self.log_path = log_path
+        self.runtime_dir = runtime_dir
+        self.name = name
+        self.socket_dir = tempfile.mkdtemp(prefix="krti-")
+        # Reachable by an agent that does not run as root (the socket is 0666): the installer's peer
+        # check is the gate, as under systemd.
+        os.chmod(self.socket_dir, 0o755)
+        self.socket_path = os.path.join(self.socket_dir, "install.sock")
+        # Also for a Daemon that is never started nor cleaned up (a test of the harness itself).
+        weakref.finalize(self, _remove_socket_dir, self.socket_dir, self.socket_path)
+        self.proc = None
+        self.starts = 0
+
+    def command(self, *args):
+        return [self.binary, "-c", self.conf_path, "--listen", self.socket_path,
+                "--runtime-dir", self.runtime_dir] + list(args)
+
+    def start(self, args=(), timeout=10, check=True):
+        """Starts it and waits until it accepts connections. Without CHECK, an
+        installer that exits at once (a configuration it refuses, as a test
+        may want for the daemon) is left so: its log says why."""
+        if self.running():
+            raise RuntimeError("krtiot-install %s already running" % self.name)
+        cmd = self.command(*args)
+        env = {k: v for k, v in os.environ.items() if k not in ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")}
+        log = open(self.log_path, "ab")
+        try:
+            log.write(b"=== start %d: %s\n" % (self.starts + 1, " ".join(cmd).encode()))
+            log.flush()
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                         env=env, cwd="/")
+        finally:
+            log.close()
+        self.starts += 1
+        deadline = time.monotonic() + timeout
+        while not self._accepts():
+            if self.proc.poll() is not None:
+                if not check:
+                    return self
+                raise RuntimeError("krtiot-install %s exited (%s) at start; log:\n%s"
+                                   % (self.name, self.proc.returncode, self.log_tail()))
+            if time.monotonic() > deadline:
+                raise RuntimeError("krtiot-install %s did not listen on %s within %ss; log:\n%s"
+                                   % (self.name, self.socket_path, timeout, self.log_tail()))
+            time.sleep(0.02)
+        return self
+
+    def _accepts(self):
+        # A connection that sends nothing: the installer closes it after a few seconds, no harm done.
+        with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as s:
+            try:
+                s.connect(self.socket_path)
+                return True
+            except OSError:
+                return False
+
+    def ask(self, request, timeout=30):
+        """Sends REQUEST (str or bytes: one datagram, as the agent does) and
+        returns the answer line (str), or "" when it closed the connection
+        without one."""
+        data = request.encode() if isinstance(request, str) else request
+        with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as s:
+            s.settimeout(timeout)
+            s.connect(self.socket_path)
+            s.send(data)
+            return s.recv(65536).decode("utf-8", "replace")
+
+    @property
+    def pid(self):
+        return self.proc.pid if self.proc else None
+
+    @property
+    def returncode(self):
+        return self.proc.poll() if self.proc else None
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def hook_pids(self):
+        """What it runs now (hooks, each the leader of its own process group)."""
+        return child_pids(self.proc.pid) if self.running() else []
+
+    def stop(self, timeout=10):
+        """SIGTERM (it waits for a running hook), wait; SIGKILL after TIMEOUT.
+        Returns the exit status."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.kill9()
+        return self.proc.returncode
+
+    def kill9(self, hooks=True):
+        """SIGKILL by PID; with HOOKS, the process groups of its hooks first
+        (a power loss takes them all)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return self.returncode
+        if hooks:
+            for pid in self.hook_pids():
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+        return self.proc.returncode
+
+    def cleanup(self):
+        """Teardown: stopped (a hook still running is killed after 5 s), socket removed."""
+        self.stop(timeout=5)
+        self.kill9()
+        _remove_socket_dir(self.socket_dir, self.socket_path)
+
+    # -- log ----------------------------------------------------------------
+
+    def log_text(self):
+        try:
+            with open(self.log_path, "r", errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def log_mark(self):
+        """A position in the log: pass it as SINCE to wait_log()."""
+        return len(self.log_text())
+
+    def log_tail(self, n=60):
+        return "\n".join(self.log_text().splitlines()[-n:])
+
+    def wait_log(self, regex, timeout=10, since=0, flags=0):
+        """Waits until REGEX matches the log (from offset SINCE); returns the match."""
+        pattern = re.compile(regex, flags) if isinstance(regex, str) else regex
+        deadline = time.monotonic() + timeout
+        while True:
+            m = pattern.search(self.log_text(), since)
+            if m:
+                return m
+            if time.monotonic() > deadline:
+                raise WaitTimeout("no /%s/ in the log of krtiot-install %s within %ss; log:\n%s"
+                                  % (pattern.pattern, self.name, timeout, self.log_tail()))
+            time.sleep(0.05)
+
+    def __repr__(self):
+        return "<krtiot-install %s pid=%s>" % (self.name, self.pid)
+
+
 # -- the daemon -------------------------------------------------------------------
 
 class Daemon:
@@ -317,19 +509,22 @@ class Daemon:
            product_id="P1", product_secret=None, device_id="D1",
            seed=True, device_secret=None, config=None, extra_config="",
            watchdog_usec=None, fw_version="2.0.0", hw_version="1.0.0",
-           start=True)
+           start=True, installer=True)
 
     CONFIG: overrides of the default config as dotted keys, e.g.
     {"report.interval": 2, "device.id": None}. SEED: write
     {state_dir}/credentials.json with DEVICE_SECRET (random by default) and,
     with a PLATFORM, create the device on the broker with that secret.
+    INSTALLER: run a krtiot-install beside it (.installer, started with the
+    daemon when it is not running); False for daemons that never install
+    (the config still names a socket, where nothing listens).
     """
 
     def __init__(self, tmpdir, broker, platform=None, notify=None, name="d1",
                  product_id="P1", product_secret=None, device_id="D1", seed=True,
                  device_secret=None, config=None, extra_config="", watchdog_usec=None,
                  watchdog_pid=None, fw_version="2.0.0", hw_version="1.0.0", start=True,
-                 env=None):
+                 env=None, installer=True):
         self.binary = daemon_binary()
         self.broker = broker
         self.platform = platform
@@ -357,6 +552,9 @@ class Daemon:
         self.config_lines = {}
         self.proc = None
         self.starts = 0
+        self.installer = Installer(self.conf_path, os.path.join(self.dir, "krtiot-install.log"),
+                                   os.path.join(self.dir, "install-runtime"), name=name)
+        self.run_installer = installer
 
         with open(self.hook_path, "w") as f:
             f.write(RECORDING_HOOK)
@@ -394,6 +592,7 @@ class Daemon:
                 "download_dir": self.download_dir,
                 "reboot_command": "",
                 "report_progress": False,
+                "installer_socket": self.installer.socket_path,
             },
         }
 
@@ -469,6 +668,8 @@ class Daemon:
     def start(self, args=()):
         if self.running():
             raise RuntimeError("krtiotd %s already running" % self.name)
+        if self.run_installer and not self.installer.running():
+            self.installer.start(check=False)
         cmd = self.command(*args)
         if self.watchdog_usec is not None and self.watchdog_pid is None:
             # WATCHDOG_PID must be the daemon's own PID: the shell exports its
@@ -532,13 +733,14 @@ class Daemon:
         return self.start(args)
 
     def cleanup(self):
-        """Teardown: whatever is left is killed."""
+        """Teardown: whatever is left is killed, the installer too."""
         if self.proc is not None and self.proc.poll() is None:
             try:
                 self.stop(timeout=5)
             except AssertionError:
                 pass
             self.kill9()
+        self.installer.cleanup()
 
     def run(self, *args, timeout=20, config=True):
         """Runs krtiotd [-c CONF] ARGS to completion (e.g. --check-config);

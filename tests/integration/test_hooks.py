@@ -18,6 +18,7 @@ KRTIOT_HOOKS_DIR points the tests at installed hooks instead of src/hooks.
 
 import json
 import os
+import re
 import select
 import shlex
 import shutil
@@ -732,19 +733,23 @@ def test_rauc_install_of_missing_image_fails(tmp_path):
 # file's path comes from a wrapper here, as /etc/krtiot/hooks is not ours.
 
 def daemon_hook(tmp, name, settings, exports):
+    """The shipped hook NAME behind a wrapper that names its config file and
+    logs the IMAGE it was given (on stdout: the last line of stderr is the
+    REASON)."""
     conf = tmp / f"{name}-daemon.conf"
     conf.write_text("".join(f"{k}={shlex.quote(str(v))}\n" for k, v in settings.items()) +
                     "".join(f"export {k}={shlex.quote(str(v))}\n" for k, v in exports.items()))
     hook = tmp / f"{name}-daemon-hook"
-    hook.write_text(f"#!/bin/sh\nKRTIOT_HOOK_CONFIG={shlex.quote(str(conf))} "
+    hook.write_text(f"#!/bin/sh\necho \"wrapper: $1 ${{2:-}}\"\nKRTIOT_HOOK_CONFIG={shlex.quote(str(conf))} "
                     f"exec {shlex.quote(str(HOOKS / name))} \"$@\"\n")
     hook.chmod(0o755)
     return hook
 
 
-def failed_through_krtiotd(tmp, krtiotd, platform, hook, image):
-    """krtiotd with HOOK installs IMAGE, served by nginx, and fails: returns
-    (receipt, CMD 12 FAILED, the journal's job)."""
+def through_krtiotd(tmp, krtiotd, platform, hook, image, state):
+    """krtiotd with HOOK installs IMAGE, served by nginx, until its CMD 12
+    STATE: returns (receipt, that message, the journal's job, the Daemon).
+    The installer (d.installer) runs the hook."""
     from nginx import NGINX, Nginx
     if not os.access(NGINX, os.X_OK):
         pytest.skip(f"nginx is not installed ({NGINX})")
@@ -758,12 +763,27 @@ def failed_through_krtiotd(tmp, krtiotd, platform, hook, image):
             mark = platform.mark()
             cmd_id = platform.send_ota("P1", "D1", ngx.url("update.bin"), "2.0")
             receipt = platform.wait_for_receipt("D1", cmd_id, since=mark)
-            failed = platform.wait_for_progress("D1", cmd_id, "FAILED", since=mark, timeout=240)
+            message = platform.wait_for_progress("D1", cmd_id, state, since=mark, timeout=240)
         finally:
             d.stop()
     with open(os.path.join(d.state_dir, "ota-journal.json")) as f:
         job = json.load(f)["job"]
+    return receipt, message, job, d
+
+
+def failed_through_krtiotd(tmp, krtiotd, platform, hook, image):
+    """krtiotd with HOOK installs IMAGE, served by nginx, and fails: returns
+    (receipt, CMD 12 FAILED, the journal's job)."""
+    receipt, failed, job, _d = through_krtiotd(tmp, krtiotd, platform, hook, image, "FAILED")
     return receipt, failed, job
+
+
+def image_given_by_the_installer(d):
+    """The IMAGE the wrapper of daemon_hook() logged, through the installer's
+    log: /proc/INSTALLER_PID/fd/N, the installer's own descriptor."""
+    m = re.search(r"hook: wrapper: install (\S+)$", d.installer.log_text(), re.M)
+    assert m, d.installer.log_tail()
+    return m.group(1)
 
 
 def test_rauc_reason_reaches_the_platform(rauc, krtiotd, platform):
@@ -787,3 +807,56 @@ def test_swupdate_reason_reaches_the_platform(swu, krtiotd, platform):
                                     "swupdate hook: swupdate failed: SW not compatible with hardware"), failed
     assert job["phase"] == "failed" and job["reason"] == failed.get("REASON")
     assert swu.target.read_bytes() == swu.untouched
+
+
+# The IMAGE a hook gets from krtiot-install is /proc/PID/fd/N, the
+# installer's own descriptor of the image it checked (krtiot-hooks(7)):
+# RAUC (whose service, another process, opens the path and applies its
+# checks for plain bundles: regular file, owner, mode, file system, a read
+# lease) and SWUpdate must take it and install from it.
+
+def test_rauc_installs_from_the_installers_descriptor(rauc, krtiotd, platform):
+    hook = daemon_hook(rauc.d, "rauc", {"RAUC_CONF": rauc.conf}, rauc.env)
+    receipt, rebooting, job, d = through_krtiotd(rauc.d, krtiotd, platform, hook, rauc.bundle(), "REBOOTING")
+    assert receipt.get("BACK") == "OK"
+    assert job["phase"] == "reboot-pending", job
+    assert re.fullmatch(r"/proc/%d/fd/\d+" % d.installer.pid, image_given_by_the_installer(d))
+    assert rauc.slot("B").startswith(rauc.image)
+    assert rauc.boot_file("primary") == "B\n"
+
+
+def test_swupdate_installs_from_the_installers_descriptor(swu, krtiotd, platform):
+    (swu.tmp / "tmpdir").mkdir(exist_ok=True)
+    hook = daemon_hook(swu.tmp, "swupdate", swu.config(), {"TMPDIR": swu.tmp / "tmpdir"})
+    receipt, rebooting, job, d = through_krtiotd(swu.tmp, krtiotd, platform, hook, swu.build(), "REBOOTING")
+    assert receipt.get("BACK") == "OK"
+    assert job["phase"] == "reboot-pending", job
+    assert re.fullmatch(r"/proc/%d/fd/\d+" % d.installer.pid, image_given_by_the_installer(d))
+    assert swu.target.read_bytes() == swu.image.read_bytes()
+
+
+def test_rauc_takes_a_bundle_of_the_agents_user(rauc, krtiotd):
+    """On a device the image belongs to the agent's user (krtiot), not root:
+    RAUC refuses a plain bundle another user could still write, unless it
+    can take it over (fchown to root, which its service does). Here the
+    agent's user is nobody (the owner of state_dir and of the image), and
+    the request comes straight to the installer."""
+    nobody = 65534
+    hook = daemon_hook(rauc.d, "rauc", {"RAUC_CONF": rauc.conf}, rauc.env)
+    d = krtiotd(start=False, config={"ota.hook": str(hook)}, installer=True)
+    os.makedirs(d.download_dir, exist_ok=True)
+    key = "NOBODYBUNDLE"
+    image = os.path.join(d.download_dir, key + ".img")
+    shutil.copy(rauc.bundle(), image)
+    for path in (d.state_dir, d.download_dir, image):
+        os.chown(path, nobody, nobody)
+    os.chmod(image, 0o644)
+    d.installer.start()
+    answer = d.installer.ask("install key=%s id=J1 target=2.0 url=http://127.0.0.1:9/x\n" % key, timeout=240)
+    assert answer == "done outcome=reboot\n", d.installer.log_tail()
+    assert rauc.slot("B").startswith(rauc.image)
+    # RAUC took the bundle over (the agent's user can still delete it: the directory is its own);
+    # installed again (after a power loss, say), it is taken all the same.
+    assert os.stat(image).st_uid == 0
+    answer = d.installer.ask("install key=%s id=J1 target=2.0 url=http://127.0.0.1:9/x\n" % key, timeout=240)
+    assert answer == "done outcome=reboot\n", d.installer.log_tail()

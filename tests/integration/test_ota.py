@@ -8,10 +8,9 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import time
-
-import signal
 
 import pytest
 
@@ -764,18 +763,12 @@ def test_command_during_install_waits_for_it(device, nginx, www, platform):
 
 # -- kill -9 in the other phases (downloading and reboot-pending are above) -------
 
-def _kill_processes_with(text):
-    """SIGKILLs the process group of every process whose command line has TEXT
-    (an orphaned hook: on a power loss it dies with the daemon)."""
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open("/proc/%s/cmdline" % pid, "rb") as f:
-                if text.encode() in f.read():
-                    os.killpg(os.getpgid(int(pid)), signal.SIGKILL)
-        except (OSError, ProcessLookupError):
-            pass
+def _power_loss(dv):
+    """Everything dies at once: the daemon, the installer and the hook it runs
+    (SIGKILL by PID), and /run, where the installer keeps outcomes, is gone."""
+    dv.d.kill9()
+    dv.d.installer.kill9(hooks=True)
+    shutil.rmtree(dv.d.installer.runtime_dir, ignore_errors=True)
 
 
 def test_kill9_while_accepted_resumes(device, nginx, www, platform):
@@ -822,16 +815,20 @@ def test_kill9_while_verifying_resumes(device, nginx, www, platform):
     assert [c.split()[0] for c in dv.hook_calls()].count("install") == 1
 
 
-def test_kill9_while_installing_reruns_the_hook(device, nginx, www, platform):
-    """Power lost during the install (daemon and hook killed): the restart
-    runs the hook again on the kept image (installs are idempotent)."""
+def test_power_loss_while_installing_reruns_the_hook(device, nginx, www, platform):
+    """Power lost during the install (daemon, installer and hook killed, the
+    installer's outcomes gone with /run): the restart learns from the
+    installer that it has no record, and runs the hook again on the kept
+    image (installs are idempotent). A restart of the daemon alone is
+    test_installer.py's test_restart_of_krtiotd_mid_install_loses_nothing."""
     data = image(www, "fw.img", 512 * 1024)
     dv = device(nginx, install_sleep=3).start()
     cmd_id, mark = dv.send(nginx.url("fw.img"), "2.0.1", sha256=hashlib.sha256(data).hexdigest())
     wait_until(lambda: dv.hook_call_times("install"), 15, "the install hook to start")
     assert dv.job().get("phase") == "installing"
-    dv.d.kill9()
-    _kill_processes_with(str(dv.download_dir))
+    hooks = dv.d.installer.hook_pids()
+    assert hooks, "the installer runs no hook"
+    _power_loss(dv)
     assert dv.slot.read_bytes() != data
     mark = platform.mark()
     dv.d.start()

@@ -27,11 +27,14 @@ MAX_EXPOSURE = 5.0
 EXPECTED_FILES = {
     "etc/krtiot.conf": "-rw------- root/root",
     f"{UNIT_DIR}/{UNIT}": "-rw-r--r-- root/root",
+    f"{UNIT_DIR}/krtiot-install.service": "-rw-r--r-- root/root",
+    f"{UNIT_DIR}/krtiot-install.socket": "-rw-r--r-- root/root",
     "usr/lib/krtiot/hooks/copy": "-rwxr-xr-x root/root",
     "usr/lib/krtiot/hooks/rauc": "-rwxr-xr-x root/root",
     "usr/lib/krtiot/hooks/swupdate": "-rwxr-xr-x root/root",
     "usr/bin/krtiot-fetch": "-rwxr-xr-x root/root",
     "usr/sbin/krtiotd": "-rwxr-xr-x root/root",
+    "usr/sbin/krtiot-install": "-rwxr-xr-x root/root",
     "usr/share/doc/krtiot/README.Debian": "-rw-r--r-- root/root",
     "usr/share/lintian/overrides/krtiot": "-rw-r--r-- root/root",
     "usr/share/doc/krtiot/README.md.gz": "-rw-r--r-- root/root",
@@ -42,6 +45,7 @@ EXPECTED_FILES = {
     "usr/share/man/man5/krtiot.conf.5.gz": "-rw-r--r-- root/root",
     "usr/share/man/man7/krtiot-hooks.7.gz": "-rw-r--r-- root/root",
     "usr/share/man/man8/krtiotd.8.gz": "-rw-r--r-- root/root",
+    "usr/share/man/man8/krtiot-install.8.gz": "-rw-r--r-- root/root",
 }
 
 # Debhelper's generated files: the build must never leave them in the tree.

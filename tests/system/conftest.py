@@ -85,14 +85,14 @@ class System:
         lines = r.stdout.strip().splitlines()
         return json.loads(lines[-1])["__CURSOR"] if lines else None
 
-    def journal_entries(self, *args, after=None):
-        """The krtiot unit's journal entries (dicts), oldest first."""
+    def journal_entries(self, *args, after=None, unit="krtiot.service"):
+        """The journal entries (dicts) of UNIT (default the agent's), oldest first."""
         extra = ["--after-cursor=" + after] if after else []
-        r = self.container.journal("-u", "krtiot.service", "-o", "json", *extra, *args, check=True)
+        r = self.container.journal("-u", unit, "-o", "json", *extra, *args, check=True)
         return [json.loads(l) for l in r.stdout.splitlines() if l.strip()]
 
-    def journal_text(self, *args, after=None):
-        return "\n".join(str(e.get("MESSAGE", "")) for e in self.journal_entries(*args, after=after))
+    def journal_text(self, *args, after=None, unit="krtiot.service"):
+        return "\n".join(str(e.get("MESSAGE", "")) for e in self.journal_entries(*args, after=after, unit=unit))
 
     def wait_journal(self, needle, after=None, timeout=30, args=()):
         deadline = time.monotonic() + timeout

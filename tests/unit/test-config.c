@@ -184,6 +184,7 @@ static void check_minimal(const Config *c)
         is_int(c->ota_retries, 10, "minimal: retries default");
         is_int(c->ota_max_redirects, 5, "minimal: max_redirects default");
         ok(!c->ota_ca_file, "minimal: no ota ca_file");
+        is_str(c->ota_installer_socket, "/run/krtiot/install.sock", "minimal: installer_socket default");
 }
 
 static void check_full(const Config *c)
@@ -217,6 +218,7 @@ static void check_full(const Config *c)
         is_int(c->ota_retries, 0, "full: retries");
         is_int(c->ota_max_redirects, 0, "full: max_redirects");
         is_str(c->ota_ca_file, "/etc/ssl/ota-ca.pem", "full: ota ca_file");
+        is_str(c->ota_installer_socket, "/run/krtiot-test/install.sock", "full: installer_socket");
 }
 
 static void check_ssl(const Config *c)
@@ -393,7 +395,8 @@ static const struct {
           "@F@:11: device.id_from: file: needs an absolute path\n"
           "@F@:13: device.fw_version_file: must be an absolute path\n"
           "@F@:16: ota.hook: must be an absolute path\n"
-          "@F@:17: ota.reboot_command: must start with the absolute path of a program\n" },
+          "@F@:17: ota.reboot_command: must start with the absolute path of a program\n"
+          "@F@:18: ota.installer_socket: must be an absolute path\n" },
         { "bad-device-id.conf", -EINVAL,
           "@F@:5: product.id: must be 1..64 characters of A-Z a-z 0-9 . _ : -\n"
           "@F@:9: device.id: must be 1..64 characters of A-Z a-z 0-9 . _ : -\n"
@@ -555,6 +558,11 @@ static const struct {
           "@F@:6: ota.rate_limit: expected an integer, got a float\n" },
         { "uri = \"tcp://h:1\";", "max_image_size = -5000000000;",
           "@F@:6: ota.max_image_size: -5000000000 is out of range 1..1125899906842624\n" },
+        /* sun_path holds 107 bytes and a NUL: a longer path could never be connected to. */
+        { "uri = \"tcp://h:1\";", "installer_socket = \"/" X16 X16 X16 X16 X16 X16 "xxxxxxxxxx\";", "", "h",
+          "P1", 1 },
+        { "uri = \"tcp://h:1\";", "installer_socket = \"/" X16 X16 X16 X16 X16 X16 "xxxxxxxxxxx\";",
+          "@F@:6: ota.installer_socket: must be at most 107 bytes (a Unix socket's path)\n" },
 };
 
 static void test_generated(void)
@@ -632,7 +640,7 @@ static void test_known_keys(void)
                         abort();
                 ok(man && strstr(man, bold) && example && strstr(example, assign), msg);
         }
-        is_int(n, 31, "config_known_keys lists every key");
+        is_int(n, 32, "config_known_keys lists every key");
 }
 
 /* ---- the defaults of state_dir and ota.hook: there on a device, maybe not here ---- */
