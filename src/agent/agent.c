@@ -526,7 +526,7 @@ static void agent_reload(Agent *a)
         log_info("Reloading %s.", a->config_path);
 
         r = agent_load_config(a->config_path, &c);
-        if (r < 0) {
+        if (r < 0 || !c) {
                 log_error("The new configuration was refused; the running one stays in force.");
                 notify_ready();
                 return;
@@ -534,7 +534,7 @@ static void agent_reload(Agent *a)
 
         session_changed = !config_session_equal(a->config, c);
         agent_set_config(a, c);
-        log_set_max_level(a->config->log_level);
+        log_set_max_level(c->log_level);
 
         r = agent_make_topics(a);
         if (r < 0)

@@ -89,6 +89,7 @@ const char *mqtt_end_to_string(MqttEnd end)
                 [MQTT_END_REFUSED_OTHER] = "the broker refused the connection",
                 [MQTT_END_CONNECT_FAILED] = "could not connect to the broker",
                 [MQTT_END_LOST] = "the connection to the broker was lost",
+                /* NOLINTNEXTLINE(bugprone-suspicious-missing-comma): one message, two lines */
                 [MQTT_END_QOS_REFUSED] = "the broker closed the connection: it grants QoS 0 only, and this "
                                          "device needs QoS 1 (mosquitto: max_qos)",
         };

@@ -19,8 +19,9 @@
  *    install, the commit, `HOOK version` and the reboot command, and keeps
  *    running an install when the agent goes away;
  *  - every command gets a receipt: OK before any download, or FAIL with a
- *    REASON; either answer is journaled before it is sent, and the same
- *    command ID gets the same answer again without changing anything
+ *    REASON; an OK is journaled before it is sent, a FAIL within a second
+ *    (it starts nothing, and a flood of them must not cost an fsync each);
+ *    the same command ID gets the same answer again without changing anything
  *    (refusals that a retry may cure - no journal, a journal write that
  *    failed, no memory - and IDs longer than PROTOCOL_MAX_ID are not
  *    remembered);
@@ -56,6 +57,7 @@
 #define REBOOT_TIMEOUT_SEC 120
 #define PROGRESS_STEP 10 /* percent between CMD 12 reports */
 #define OTA_MAX_UNSENT 4 /* CMD 12 kept while offline (a job's outcome at start-up) */
+#define SAVE_COALESCE_USEC USEC_PER_SEC /* refusals are journaled at most this often */
 
 typedef void (*VersionThen)(Ota *o, const char *running);
 
@@ -76,6 +78,7 @@ struct Ota {
         bool resolving; /* checking, after a restart, how a reboot-pending job ended */
         char *unsent[OTA_MAX_UNSENT]; /* progress messages made while offline, oldest first */
         size_t n_unsent;
+        sd_event_source *save_timer; /* a coalesced journal write (refusals) is due */
 };
 
 static void ota_run_queued(Ota *o);
@@ -96,11 +99,37 @@ bool ota_active(const Ota *o)
 
 static int ota_save(Ota *o)
 {
-        int r = journal_save(o->config->state_dir, o->journal);
+        int r;
 
+        /* This write carries whatever a coalesced one was waiting to write. */
+        o->save_timer = sd_event_source_disable_unref(o->save_timer);
+        r = journal_save(o->config->state_dir, o->journal);
         if (r < 0)
                 log_error_errno(r, "Cannot write the OTA journal %s/%s: %m", o->config->state_dir, JOURNAL_FILE);
         return r;
+}
+
+static int on_save_timer(sd_event_source *s, uint64_t usec, void *userdata)
+{
+        (void)ota_save(userdata);
+        return 0;
+}
+
+/*
+ * A journal write that may wait a little and be shared: refusals start
+ * nothing, so losing the last second of them to a power cut costs only that
+ * such an ID, sent again, is checked again; a flood of them costs one write a
+ * second, not one fsync each.
+ */
+static void ota_save_soon(Ota *o)
+{
+        if (o->save_timer)
+                return;
+        if (sd_event_add_time_relative(o->event, &o->save_timer, CLOCK_MONOTONIC, SAVE_COALESCE_USEC,
+                                       USEC_PER_SEC / 10, on_save_timer, o) < 0)
+                (void)ota_save(o);
+        else
+                (void)sd_event_source_set_description(o->save_timer, "ota-journal-save");
 }
 
 static char *job_path(const Ota *o, const Job *j, const char *suffix)
@@ -635,16 +664,16 @@ static bool ota_answer_again(Ota *o, const char *id)
 }
 
 /*
- * Refuses command ID for REASON. Remembered like an accepted command (one
- * journal write, before the receipt), so that the same ID gets the same
- * answer again and never starts a job. If the write fails it stays
- * remembered in memory: the answer is the same either way.
+ * Refuses command ID for REASON. Remembered like an accepted command, so that
+ * the same ID gets the same answer again and never starts a job: at once in
+ * memory, and in the journal within SAVE_COALESCE_USEC (ota_save_soon()). If
+ * the write fails it stays remembered in memory.
  */
 static void ota_refuse(Ota *o, const char *id, const char *reason)
 {
         log_warning("Refused command %s: %s.", id, reason);
         if (journal_remember_recent(o->journal, id, NULL, reason) >= 0)
-                (void)ota_save(o);
+                ota_save_soon(o);
         ota_publish_receipt(o, id, false, reason);
 }
 
@@ -928,6 +957,9 @@ Ota *ota_free(Ota *o)
 {
         if (!o)
                 return NULL;
+        if (o->save_timer && o->journal)
+                (void)ota_save(o); /* what waited is written before we go */
+        sd_event_source_disable_unref(o->save_timer);
         fetcher_free(o->download);
         install_call_free(o->install);
         install_call_free(o->version);

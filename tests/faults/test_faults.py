@@ -578,7 +578,8 @@ class Burst:
         self.c.loop_stop()
 
 
-DROP_RE = r"^<\d>(?:Dropped (?:a message|CMD)|Refused command)"
+# One line per message: dropped, refused, or refused again (an ID that came before gets the same answer).
+DROP_RE = r"^<\d>(?:Dropped (?:a message|CMD)|Refused (?:command|a command)|Command .* was refused before)"
 
 
 def _burst(d, broker, topic, payloads):

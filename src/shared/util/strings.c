@@ -3,7 +3,9 @@
  * String helpers for outside text. None of them allocates more than its
  * input's size plus a constant, and escape_control() never allocates.
  */
+#include <limits.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "util/macro.h"
@@ -65,7 +67,7 @@ bool has_control(const char *s)
 char *url_redact(const char *url)
 {
         const char *authority, *end, *at, *colon;
-        size_t head;
+        size_t head, n;
         char *r;
 
         if (!url)
@@ -88,13 +90,14 @@ char *url_redact(const char *url)
         if (!colon)
                 return strdup(url); /* a user name alone is no secret */
 
-        head = (size_t)(colon + 1 - url);
-        r = malloc(head + strlen("***") + strlen(at) + 1);
+        head = (size_t)(colon + 1 - url); /* up to the ':' that starts the password */
+        if (head > INT_MAX)
+                return NULL;
+        n = head + strlen("***") + strlen(at) + 1;
+        r = malloc(n);
         if (!r)
                 return NULL;
-        memcpy(r, url, head);
-        strcpy(r + head, "***");
-        strcat(r + head, at);
+        (void)snprintf(r, n, "%.*s***%s", (int)head, url, at);
         return r;
 }
 
