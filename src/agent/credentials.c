@@ -9,6 +9,7 @@
  * before it is freed. credentials_fix_permissions() makes a store that
  * someone opened up (mode, owner) private again.
  */
+#include <fcntl.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <sys/stat.h>
@@ -205,6 +206,16 @@ int credentials_fix_permissions(const char *state_dir, struct stat *ret_before)
                 return -EINVAL;
 
         fd = open_state_file(state_dir, CREDENTIALS_FILE);
+        if (fd == -EACCES) {
+                /* Not even readable for us: whose it is can still be told (and then it is not ours). */
+                _cleanup_close_ int dfd = open(state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+                if (dfd < 0 || fstatat(dfd, CREDENTIALS_FILE, &st, AT_SYMLINK_NOFOLLOW) < 0 || st.st_uid == uid)
+                        return -EACCES;
+                if (ret_before)
+                        *ret_before = st;
+                return CREDENTIALS_NOT_OURS;
+        }
         if (fd < 0)
                 return fd;
         if (fstat(fd, &st) < 0)

@@ -44,7 +44,9 @@ typedef enum CredentialsFix {
  * credentials_load() reads it (no link, regular files only). Returns 0 when
  * it was already private, a positive OR of CredentialsFix, or -errno:
  * -ENOENT when there is no store (nothing to do), -ELOOP/-EBADFD as
- * credentials_load(), or what fchown()/fchmod() failed with (-EROFS...).
+ * credentials_load(), or what fchown()/fchmod() failed with (-EROFS...). A
+ * store we may not even read is CREDENTIALS_NOT_OURS when another user owns
+ * it (-EACCES otherwise).
  * *ret_before (may be NULL) gets the file's stat() from before, for the
  * message.
  */

@@ -31,7 +31,7 @@ import subprocess
 import threading
 import time
 
-from daemon import REPO
+from daemon import REPO, agent_identity
 from nginx import NGINX, Nginx, _wait_listening
 
 COPY_HOOK = os.path.join(REPO, "src", "hooks", "copy")
@@ -446,8 +446,13 @@ def mounted(path, *argvs):
             _umount(path)
 
 
-def tmpfs(path, size):
-    return mounted(path, ["-t", "tmpfs", "-o", "size=%s,mode=0700" % size, "krtiot-faults", path])
+def tmpfs(path, size, uid=None, gid=None):
+    """A tmpfs of SIZE at PATH, its root owned by UID:GID (default: the agent's user, whose
+    download directory it usually replaces)."""
+    if uid is None:
+        uid, gid = agent_identity()
+    return mounted(path, ["-t", "tmpfs", "-o", "size=%s,mode=0700,uid=%d,gid=%d" % (size, uid, gid),
+                          "krtiot-faults", path])
 
 
 def read_only_bind(path):

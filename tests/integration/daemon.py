@@ -108,6 +108,64 @@ class WaitTimeout(AssertionError):
     pass
 
 
+# -- the agent's user -------------------------------------------------------------
+
+AGENT_USER = "krtiot-test"
+_agent_identity = []
+
+
+def agent_identity():
+    """(uid, gid) every krtiotd under test runs as. krtiotd never runs as root
+    in production (krtiot.service: User=krtiot): as root, the tests run it as
+    the system user krtiot-test, created here once (useradd) when missing, so
+    that any hidden need for root shows up. Not root: our own uid and gid."""
+    if not _agent_identity:
+        if os.geteuid() != 0:
+            _agent_identity.append((os.getuid(), os.getgid()))
+        else:
+            import pwd
+            try:
+                pw = pwd.getpwnam(AGENT_USER)
+            except KeyError:
+                subprocess.run(["useradd", "--system", "--user-group", "--no-create-home",
+                                "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin",
+                                "--comment", "krtiot tests, the unprivileged agent", AGENT_USER],
+                               check=True, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, timeout=60)
+                pw = pwd.getpwnam(AGENT_USER)
+            _agent_identity.append((pw.pw_uid, pw.pw_gid))
+    return _agent_identity[0]
+
+
+def as_agent(cmd):
+    """CMD run as the agent's user (setpriv, which execs: same PID)."""
+    uid, gid = agent_identity()
+    if uid == os.geteuid():
+        return list(cmd)
+    return ["setpriv", "--reuid=%d" % uid, "--regid=%d" % gid, "--clear-groups", "--"] + list(cmd)
+
+
+def give_to_agent(*paths):
+    """PATHS (made if missing, as directories) belong to the agent's user."""
+    uid, gid = agent_identity()
+    for p in paths:
+        if not os.path.lexists(p):
+            os.makedirs(p, exist_ok=True)
+        os.lchown(p, uid, gid)
+
+
+def open_path_to(path):
+    """Lets everyone traverse (never list) the directories above PATH that
+    pytest made 0700 (/tmp/pytest-of-root, ...), up to the first one that is
+    already traversable."""
+    d = os.path.dirname(os.path.abspath(path))
+    while d != "/":
+        st = os.stat(d)
+        if st.st_mode & 0o001:
+            break
+        os.chmod(d, (st.st_mode & 0o7777) | 0o011)
+        d = os.path.dirname(d)
+
+
 _strace_problem = []
 
 
@@ -204,6 +262,9 @@ class NotifySocket:
         self.path = os.path.join(self.dir, "notify")
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(self.path)
+        # The agent under test does not run as root (agent_identity()): it must reach us.
+        os.chmod(self.dir, 0o711)
+        os.chmod(self.path, 0o666)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
         self.sock.settimeout(0.2)
         self._cond = threading.Condition()
@@ -532,9 +593,11 @@ class Daemon:
         self.name = name
         self.dir = os.path.join(str(tmpdir), "krtiotd-" + name)
         os.makedirs(self.dir, exist_ok=True)
+        open_path_to(self.dir)
         self.state_dir = os.path.join(self.dir, "state")
-        os.makedirs(self.state_dir, exist_ok=True)
         self.download_dir = os.path.join(self.dir, "download")
+        # What the packaged unit gives krtiot: its StateDirectory=, and the download directory in it.
+        give_to_agent(self.state_dir, self.download_dir)
         self.conf_path = os.path.join(self.dir, "krtiot.conf")
         self.log_path = os.path.join(self.dir, "krtiotd.log")
         self.hook_path = os.path.join(self.dir, "hook")
@@ -640,6 +703,7 @@ class Daemon:
         with os.fdopen(fd, "w") as f:
             json.dump(doc, f)
         os.chmod(self.credentials_path, 0o600)
+        give_to_agent(self.credentials_path)
         if provision and self.platform is not None:
             self.platform.provision_device(self.device_id, self.device_secret)
 
@@ -650,7 +714,8 @@ class Daemon:
     # -- process ----------------------------------------------------------
 
     def command(self, *args):
-        return [self.binary, "-c", self.conf_path] + list(args)
+        """krtiotd's command line, as the agent's user (agent_identity())."""
+        return as_agent([self.binary, "-c", self.conf_path] + list(args))
 
     def _env(self):
         env = {k: v for k, v in os.environ.items()
@@ -745,7 +810,7 @@ class Daemon:
     def run(self, *args, timeout=20, config=True):
         """Runs krtiotd [-c CONF] ARGS to completion (e.g. --check-config);
         returns the CompletedProcess with text stdout and stderr."""
-        cmd = (self.command(*args) if config else [self.binary] + list(args))
+        cmd = (self.command(*args) if config else as_agent([self.binary] + list(args)))
         return subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True, env=self._env(), timeout=timeout)
 

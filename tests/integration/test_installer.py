@@ -26,7 +26,7 @@ import time
 
 import pytest
 
-from daemon import Daemon, daemon_missing
+from daemon import Daemon, agent_identity, daemon_missing
 from nginx import NGINX, Nginx
 
 NOBODY = 65534
@@ -82,13 +82,15 @@ class Setup:
         reboot.write_text(REBOOT.format(dir=self.dir))
         reboot.chmod(0o755)
         self.d.write_config({"ota.hook": str(self.hook), "ota.reboot_command": str(reboot)})
-        os.makedirs(self.d.download_dir)
         self.installer = self.d.installer
 
     def ask(self, request, timeout=30):
         return self.installer.ask(request, timeout=timeout)
 
-    def image(self, key=KEY, data=None, owner=0):
+    def image(self, key=KEY, data=None, owner=None):
+        """An image as the agent leaves it: owned by the agent's user (the owner
+        of state_dir), unless OWNER says otherwise."""
+        owner = agent_identity()[0] if owner is None else owner
         data = os.urandom(64 * 1024) if data is None else data
         path = os.path.join(self.d.download_dir, key + ".img")
         with open(path, "wb") as f:
@@ -228,8 +230,8 @@ def test_refuses_a_directory(setup):
 
 
 def test_refuses_a_file_of_another_user(setup):
-    """The agent's user owns state_dir (root here); an image of anyone else
-    was not downloaded by the agent."""
+    """The agent's user owns state_dir (krtiot-test here); an image of anyone
+    else was not downloaded by the agent."""
     setup.image(owner=NOBODY)
     answer = setup.ask(install_request())
     assert answer.startswith("refused reason=") and "belongs%20to%20uid%2065534" in answer, answer
