@@ -39,19 +39,10 @@ PRODUCT_ID = "PSYS1"
 HW_VERSION = "1.0.0"
 FW_VERSION = "1.0.0"
 WATCHDOG_SEC = 5
+INSTALLER_IDLE_SEC = 3
 
 
-def say(line):
-    # Progress lines, shown with -s; kept short.
-    sys.stderr.write("[system] %s\n" % line)
-    sys.stderr.flush()
-
-
-def unavailable(reason):
-    """Skips (or fails, with KRTIOT_SYSTEM_REQUIRE=1) the whole system test."""
-    if os.environ.get("KRTIOT_SYSTEM_REQUIRE") == "1":
-        pytest.fail("system test required but cannot run: " + reason, pytrace=False)
-    pytest.skip(reason)
+from system_root import say, unavailable  # noqa: E402  (shared with test_upgrade.py)
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
@@ -94,15 +85,15 @@ class System:
     def journal_text(self, *args, after=None, unit="krtiot.service"):
         return "\n".join(str(e.get("MESSAGE", "")) for e in self.journal_entries(*args, after=after, unit=unit))
 
-    def wait_journal(self, needle, after=None, timeout=30, args=()):
+    def wait_journal(self, needle, after=None, timeout=30, args=(), unit="krtiot.service"):
         deadline = time.monotonic() + timeout
         while True:
-            text = self.journal_text(*args, after=after)
+            text = self.journal_text(*args, after=after, unit=unit)
             if needle in text:
                 return text
             if time.monotonic() > deadline:
-                raise AssertionError("no %r in the journal of krtiot.service within %ss; it has:\n%s"
-                                     % (needle, timeout, "\n".join(text.splitlines()[-40:])))
+                raise AssertionError("no %r in the journal of %s within %ss; it has:\n%s"
+                                     % (needle, unit, timeout, "\n".join(text.splitlines()[-40:])))
             time.sleep(0.3)
 
     def show(self, *props):
@@ -137,6 +128,19 @@ def _hook_path(deb):
     raise AssertionError("the .deb ships no hooks/copy:\n" + listing)
 
 
+# The hook the system test configures: the package's copy hook, behind a
+# wrapper that can make an install last (the file test-hook-delay holds the
+# seconds), so that a restart of the agent lands during one.
+SLOW_HOOK = "/usr/local/lib/krtiot-test/copy"
+SLOW_HOOK_TEXT = """#!/bin/sh
+if [ "$1" = install ] && [ -s /etc/krtiot/test-hook-delay ]; then
+    echo "test hook: holding the install for $(cat /etc/krtiot/test-hook-delay) s"
+    sleep "$(cat /etc/krtiot/test-hook-delay)"
+fi
+exec %s "$@"
+"""
+
+
 def _configure(s, hook):
     """/etc/krtiot.conf and friends, written into the root before boot."""
     tree = {
@@ -147,10 +151,13 @@ def _configure(s, hook):
                    "fw_version_file": "/etc/krtiot/fw_version"},
         "report": {"interval": 3600},
         "registration": {"timeout": 10},
-        "ota": {"hook": hook, "reboot_command": ""},
+        "ota": {"hook": SLOW_HOOK, "reboot_command": ""},
     }
     text, _lines = daemon.render_config(tree)
-    _write(s.rootpath("/etc/krtiot.conf"), text, 0o600)
+    # As the package leaves it: root:krtiot 0640, the agent reads it as its group.
+    _write(s.rootpath("/etc/krtiot.conf"), text, 0o640)
+    os.chown(s.rootpath("/etc/krtiot.conf"), 0, system_root.group_id(s.root, "krtiot"))
+    _write(s.rootpath(SLOW_HOOK), SLOW_HOOK_TEXT % hook, 0o755)
     _write(s.rootpath("/etc/krtiot/serial"), s.device_id + "\n")
     _write(s.rootpath("/etc/krtiot/fw_version"), FW_VERSION + "\n")
     _write(s.rootpath("/etc/krtiot/hooks/copy.conf"),
@@ -159,6 +166,9 @@ def _configure(s, hook):
     # test takes seconds. Everything else is the packaged unit.
     _write(s.rootpath("/etc/systemd/system/krtiot.service.d/50-system-test.conf"),
            "[Service]\nWatchdogSec=%ds\n" % WATCHDOG_SEC)
+    # The installer leaves after 3 s idle instead of 30, so that "inactive again" takes seconds.
+    _write(s.rootpath("/etc/systemd/system/krtiot-install.service.d/50-system-test.conf"),
+           "[Service]\nExecStart=\nExecStart=/usr/sbin/krtiot-install --idle-timeout %d\n" % INSTALLER_IDLE_SEC)
 
 
 @pytest.fixture(scope="module")

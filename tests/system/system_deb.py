@@ -131,3 +131,58 @@ def get_deb(log=print):
                     "built by dpkg-buildpackage in %.0f s" % (time.monotonic() - started))
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+# The last release before the agent ran unprivileged: the upgrade test installs it first.
+RELEASE_0_1_0 = "cbc95b9"
+
+
+def get_release_deb(rev, log=print):
+    """(path of the .deb of the committed release REV, how it was obtained):
+    `git archive REV` built with dpkg-buildpackage (nocheck), kept in the
+    cache as release-REV/. An AssertionError says why when the repository's
+    history does not have REV (a shallow clone: fetch it with --unshallow)."""
+    if not shutil.which("git") or not os.path.isdir(os.path.join(REPO, ".git")):
+        raise AssertionError("the upgrade test builds release %s from the git history, and %s is not a git "
+                             "checkout (or git is missing)" % (rev, REPO))
+    r = subprocess.run(["git", "-C", REPO, "rev-parse", "--verify", "--quiet", rev + "^{commit}"],
+                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    if r.returncode != 0:
+        raise AssertionError("release %s is not in this repository's history (a shallow clone? "
+                             "git fetch --unshallow)" % rev)
+    full = r.stdout.strip()
+    cache = system_root.cache_dir()
+    kept = os.path.join(cache, "release-" + full[:12])
+    with open(os.path.join(cache, "lock-deb"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        found = glob.glob(os.path.join(kept, "krtiot_*.deb"))
+        if found:
+            return found[0], "release %s built earlier (cache %s)" % (rev, os.path.basename(kept))
+        work = tempfile.mkdtemp(prefix="krtiot-release-")
+        try:
+            src = os.path.join(work, "krtiot")
+            os.makedirs(src)
+            archive = subprocess.run(["git", "-C", REPO, "archive", "--format=tar", full],
+                                     stdout=subprocess.PIPE, check=True).stdout
+            subprocess.run(["tar", "-x", "-C", src], input=archive, check=True)
+            started = time.monotonic()
+            env = dict(os.environ, DEB_BUILD_OPTIONS="nocheck", DEB_BUILD_PROFILES="nocheck")
+            logpath = os.path.join(work, "dpkg-buildpackage.log")
+            log("system test: building release %s (git archive, dpkg-buildpackage -us -uc -b)" % rev)
+            with open(logpath, "wb") as out:
+                r = subprocess.run(["dpkg-buildpackage", "-us", "-uc", "-b"], cwd=src, env=env,
+                                   stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, timeout=1800)
+            if r.returncode != 0:
+                with open(logpath, errors="replace") as f:
+                    tail = "\n".join(f.read().splitlines()[-40:])
+                raise AssertionError("building release %s failed (exit %d):\n%s" % (rev, r.returncode, tail))
+            debs = [p for p in glob.glob(os.path.join(work, "*.deb")) if _package_of(p) == "krtiot"]
+            if len(debs) != 1:
+                raise AssertionError("building release %s made %r" % (rev, debs))
+            os.makedirs(kept + ".tmp", exist_ok=True)
+            shutil.copy2(debs[0], kept + ".tmp")
+            os.rename(kept + ".tmp", kept)
+            return (os.path.join(kept, os.path.basename(debs[0])),
+                    "release %s built in %.0f s" % (rev, time.monotonic() - started))
+        finally:
+            shutil.rmtree(work, ignore_errors=True)

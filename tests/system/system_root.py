@@ -19,6 +19,7 @@ import re
 import secrets
 import shutil
 import subprocess
+import sys
 import time
 
 import nspawn
@@ -192,3 +193,36 @@ def _tail(path, n=30):
             return "\n".join(f.read().splitlines()[-n:])
     except OSError:
         return ""
+
+
+def group_id(root, name):
+    """The gid of group NAME in ROOT's /etc/group."""
+    with open(os.path.join(root, "etc/group")) as f:
+        for line in f:
+            fields = line.split(":")
+            if fields[0] == name:
+                return int(fields[2])
+    raise AssertionError("no group %s in %s/etc/group: the package did not create it" % (name, root))
+
+
+def user_id(root, name):
+    with open(os.path.join(root, "etc/passwd")) as f:
+        for line in f:
+            fields = line.split(":")
+            if fields[0] == name:
+                return int(fields[2])
+    raise AssertionError("no user %s in %s/etc/passwd: the package did not create it" % (name, root))
+
+
+def say(line):
+    """A progress line of the system tests (shown with -s); kept short."""
+    sys.stderr.write("[system] %s\n" % line)
+    sys.stderr.flush()
+
+
+def unavailable(reason):
+    """Skips (or fails, with KRTIOT_SYSTEM_REQUIRE=1) the system tests of a module."""
+    import pytest
+    if os.environ.get("KRTIOT_SYSTEM_REQUIRE") == "1":
+        pytest.fail("system test required but cannot run: " + reason, pytrace=False)
+    pytest.skip(reason)

@@ -23,6 +23,8 @@ import re
 import stat
 import time
 
+from system_root import user_id
+
 
 UNIT = "krtiot.service"
 # The same values as conftest.py writes into the container's config.
@@ -30,6 +32,7 @@ PRODUCT_ID = "PSYS1"
 HW_VERSION = "1.0.0"
 FW_VERSION = "1.0.0"
 WATCHDOG_SEC = 5
+INSTALLER_IDLE_SEC = 3
 
 
 def test_package_installs_and_enables_the_unit(system):
@@ -60,6 +63,24 @@ def test_unit_is_active_after_boot(system):
     assert s["StatusText"], "the daemon sent no STATUS=: %r" % s
 
 
+def test_agent_runs_as_krtiot_without_capabilities(system):
+    """krtiotd runs as the system user krtiot the package made (sysusers),
+    with no capability at all; the installer is not running (nothing to
+    install), only its socket listens, root:krtiot 0660."""
+    c = system.container
+    pid = system.show("MainPID")["MainPID"]
+    status = c.run("cat", "/proc/%s/status" % pid, check=True).stdout
+    uid = user_id(system.root, "krtiot")
+    assert re.search(r"^Uid:\s+%d\s+%d\s+%d\s+%d$" % ((uid,) * 4), status, re.M), status
+    for cap in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+        assert re.search(r"^%s:\s+0+$" % cap, status, re.M), "%s is not empty:\n%s" % (cap, status)
+    assert re.search(r"^NoNewPrivs:\s+1$", status, re.M), status
+    assert c.systemctl("is-active", "krtiot-install.socket").stdout.strip() == "active"
+    assert c.systemctl("is-active", "krtiot-install.service").stdout.strip() == "inactive"
+    r = c.run("stat", "-c", "%U:%G %a %F", "/run/krtiot/install.sock", check=True)
+    assert r.stdout.strip() == "root:krtiot 660 socket", r.stdout
+
+
 def test_device_registers_and_reports_its_version(system):
     """CMD 20 with the product secret, the platform issues a secret, the
     daemon stores it (0600, in the StateDirectory) and acknowledges it, then
@@ -78,6 +99,7 @@ def test_device_registers_and_reports_its_version(system):
     cred = system.rootpath("/var/lib/krtiot/credentials.json")
     st = os.stat(cred)
     assert stat.S_IMODE(st.st_mode) == 0o600, oct(st.st_mode)
+    assert st.st_uid == user_id(system.root, "krtiot"), "credentials.json is not the agent's"
     with open(cred) as f:
         doc = json.load(f)
     assert doc == {"product_id": PRODUCT_ID, "device_id": d,
@@ -178,6 +200,19 @@ def test_ota_with_the_copy_hook_under_the_units_sandbox(system):
     assert any("fw-2.0.0.bin" in l for l in system.nginx.access_log())
     s = system.show("ActiveState", "NRestarts")
     assert s == {"ActiveState": "active", "NRestarts": "0"}, s
+    # Socket-activated for the install, and gone again once idle (--idle-timeout, 3 s here).
+    _wait_installer_inactive(system)
+
+
+def _wait_installer_inactive(system, timeout=INSTALLER_IDLE_SEC + 30):
+    c = system.container
+    deadline = time.monotonic() + timeout
+    while True:
+        state = c.systemctl("is-active", "krtiot-install.service").stdout.strip()
+        if state == "inactive":
+            return
+        assert time.monotonic() < deadline, "krtiot-install.service still %s %ds after the job" % (state, timeout)
+        time.sleep(0.5)
 
 
 def test_watchdog_restarts_a_frozen_daemon(system):
@@ -200,6 +235,43 @@ def test_watchdog_restarts_a_frozen_daemon(system):
     assert "Failed with result 'watchdog'" in r.stdout, r.stdout
     assert took >= WATCHDOG_SEC - 1, "restarted after %.1f s, before the watchdog could fire" % took
     p.wait_for_report(d, fw_version="2.0.0", since=since, timeout=30)
+
+
+def test_agent_restart_mid_install_loses_nothing(system):
+    """An OTA whose hook takes 8 s; systemctl restart krtiot while it runs.
+    The install is krtiot-install's: the restart does not kill it; the new
+    krtiotd asks for the outcome, reports the new version, and the hook ran
+    once. krtiot-install.service is inactive again afterwards."""
+    c, p, d = system.container, system.platform, system.device_id
+    with open(system.rootpath("/etc/krtiot/test-hook-delay"), "w") as f:
+        f.write("8\n")
+    try:
+        image = os.urandom(1024 * 1024 + 5)
+        with open(os.path.join(system.image_dir, "fw-2.1.0.bin"), "wb") as f:
+            f.write(image)
+        cur = system.cursor()
+        since = p.mark()
+        cmd = p.send_ota(PRODUCT_ID, d, system.nginx.url("fw-2.1.0.bin"), "2.1.0",
+                         sha256=hashlib.sha256(image).hexdigest())
+        assert p.wait_for_receipt(d, cmd, since=since).get("BACK") == "OK"
+        system.wait_journal("test hook: holding the install", after=cur, timeout=30,
+                            unit="krtiot-install.service")
+        before = system.show("MainPID")["MainPID"]
+        r = c.systemctl("restart", UNIT, timeout=60)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert system.show("MainPID")["MainPID"] != before
+        assert c.systemctl("is-active", "krtiot-install.service").stdout.strip() == "active", \
+            "the agent's restart stopped the installer"
+        p.wait_for_report(d, fw_version="2.1.0", since=since, timeout=60)
+        installer = system.journal_text(after=cur, unit="krtiot-install.service")
+        assert installer.count("copy hook: installed 2.1.0") == 1, installer
+        agent = system.journal_text(after=cur, unit=UNIT)
+        assert "done: the new firmware is running" in agent, agent
+        with open(system.rootpath("/var/lib/krtiot/slot.img"), "rb") as f:
+            assert f.read() == image
+        _wait_installer_inactive(system)
+    finally:
+        os.unlink(system.rootpath("/etc/krtiot/test-hook-delay"))
 
 
 def test_stop_is_clean(system):
