@@ -179,7 +179,9 @@ def test_maintainer_scripts(deb, tmp_path):
     # The installer is enabled by its socket; an upgrade never stops or restarts it (an OTA of
     # this package runs inside it).
     assert "deb-systemd-helper enable 'krtiot-install.socket'" in postinst
-    assert not re.search(r"deb-systemd-invoke (restart|stop|try-restart) .*krtiot-install", postinst + prerm)
+    assert not re.search(r"deb-systemd-invoke (restart|try-restart|stop) .*krtiot-install", postinst), postinst
+    for m in re.finditer(r"deb-systemd-invoke stop .*krtiot-install", prerm):
+        assert re.search(r'"\$1" = remove \][^\n]*\n\s*$', prerm[:m.start()]), "stopped on upgrade too:\n" + prerm
     # Remove: stopped; an upgrade does not stop it first.
     assert re.search(r'"\$1" = remove \].*\n\s*deb-systemd-invoke stop', prerm)
     assert "upgrade" not in prerm
