@@ -142,7 +142,7 @@ def get_release_deb(rev, log=print):
     `git archive REV` built with dpkg-buildpackage (nocheck), kept in the
     cache as release-REV/. An AssertionError says why when the repository's
     history does not have REV (a shallow clone: fetch it with --unshallow)."""
-    if not shutil.which("git") or not os.path.isdir(os.path.join(REPO, ".git")):
+    if not shutil.which("git") or not os.path.exists(os.path.join(REPO, ".git")):  # a file in a worktree
         raise AssertionError("the upgrade test builds release %s from the git history, and %s is not a git "
                              "checkout (or git is missing)" % (rev, REPO))
     r = subprocess.run(["git", "-C", REPO, "rev-parse", "--verify", "--quiet", rev + "^{commit}"],

@@ -231,7 +231,7 @@ def test_watchdog_restarts_a_frozen_daemon(system):
     took = time.monotonic() - frozen
     assert int(s["NRestarts"]) == int(s0["NRestarts"]) + 1, s
     r = c.journal("-u", UNIT, "--after-cursor=" + cur, "-o", "cat")
-    assert re.search(r"[Ww]atchdog timeout", r.stdout), r.stdout
+    # systemd's own words for it ("Watchdog timeout (limit 5s)!" is not always in the unit's journal).
     assert "Failed with result 'watchdog'" in r.stdout, r.stdout
     assert took >= WATCHDOG_SEC - 1, "restarted after %.1f s, before the watchdog could fire" % took
     p.wait_for_report(d, fw_version="2.0.0", since=since, timeout=30)

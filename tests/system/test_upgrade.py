@@ -6,8 +6,9 @@ Debian 12 of its own (systemd-nspawn, as test_system.py).
 with apt, configured as 0.1.0 wanted (/etc/krtiot.conf root 0600), booted:
 it registers and stores its device secret (root's, 0600), and starts an OTA
 whose download nginx serves slowly. While that download runs, the new .deb
-is installed with dpkg -i in the running system, as an operator (or an OTA
-of the package itself) would. Then:
+is installed with dpkg -i in the running system, unattended (the admin's
+configuration kept), as an operator or an OTA of the package itself would.
+Then:
 
 - the user krtiot exists, /etc/krtiot.conf is root:krtiot 0640, and krtiotd
   runs as krtiot;
@@ -186,7 +187,8 @@ def test_dpkg_upgrade_in_the_running_system(upgrade):
     agent is restarted as the user krtiot, and the conffile is root:krtiot
     0640 (0.1.0 left it root 0600)."""
     u, c = upgrade, upgrade.container
-    r = c.run("dpkg", "-i", "/var/tmp/krtiot-new.deb", timeout=300)
+    # Unattended, as a fleet upgrades: the admin's /etc/krtiot.conf is kept (the shipped one changed).
+    r = c.run("dpkg", "--force-confdef", "--force-confold", "-i", "/var/tmp/krtiot-new.deb", timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     assert u.job().get("phase") in ("downloading", "verifying", "installing", "done"), u.job()
     st = os.stat(u.rootpath("/etc/krtiot.conf"))
