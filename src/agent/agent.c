@@ -6,12 +6,15 @@
  * reports its versions at every connect and every report.interval seconds,
  * and takes commands.
  *
+ * The mode is one AgentMode; the objects each mode needs exist exactly in
+ * that mode (agent_mode_check() says which), so no combination of flags can
+ * disagree with it.
+ *
  * Invariants:
- *  - exactly one of `registration` (registering) or `credentials` (normal)
- *    is set while the session runs;
  *  - STATUS= always says, in words, what the daemon is doing now;
  *  - a refused stored secret is never deleted.
  */
+#include <assert.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -40,6 +43,15 @@
 /* After this many refusals of the stored secret in a row, try one registration round. */
 #define REFUSALS_BEFORE_REREGISTER 3
 
+typedef enum AgentMode {
+        AGENT_STARTING,      /* no session yet */
+        AGENT_REGISTERING,   /* no usable stored secret: logged in with the product secret */
+        AGENT_REREGISTERING, /* the stored secret was refused in a row: one registration round, secret kept */
+        AGENT_REGISTERED,    /* a new secret is stored and acknowledged: the platform closes the session */
+        AGENT_NORMAL,        /* logged in with the stored device secret */
+        _AGENT_MODE_MAX,
+} AgentMode;
+
 struct Agent {
         sd_event *event;
         char *config_path;
@@ -47,15 +59,15 @@ struct Agent {
 
         MqttSession *mqtt;
         Ota *ota;
-        Registration *registration; /* registering */
-        Credentials *credentials;   /* the stored secret, when we have one */
-        bool reregistering;         /* registering although a (refused) secret is stored */
-        unsigned refusals;          /* of the stored secret, in a row */
+        AgentMode mode;
+        Registration *registration; /* REGISTERING, REREGISTERING, REGISTERED */
+        Credentials *credentials;   /* NORMAL, REREGISTERING: the stored secret */
+        unsigned refusals;          /* NORMAL: refusals of the stored secret in a row */
 
         char *topics[_TOPIC_MAX];
         sd_event_source *report_timer; /* set while connected normally */
         uint64_t last_report_usec;     /* CLOCK_MONOTONIC of the last report (or of its attempt) */
-        sd_event_source *switch_timer; /* registration done: switch to the device secret */
+        sd_event_source *switch_timer; /* REGISTERED: switch to the device secret when it fires */
         InstallCall *version_query;    /* `HOOK version`, asked of the installer */
         bool report_again;             /* a report was asked for while the version query ran */
         char *last_fw_version;
@@ -63,6 +75,43 @@ struct Agent {
 
 static void agent_connect_normal(Agent *a);
 static void agent_connect_register(Agent *a);
+static void agent_set_mode_registering(Agent *a, AgentMode mode);
+
+static const char *agent_mode_to_string(AgentMode m)
+{
+        static const char *const names[_AGENT_MODE_MAX] = {
+                [AGENT_STARTING] = "starting",
+                [AGENT_REGISTERING] = "registering",
+                [AGENT_REREGISTERING] = "re-registering",
+                [AGENT_REGISTERED] = "registered",
+                [AGENT_NORMAL] = "normal",
+        };
+
+        return m >= 0 && m < _AGENT_MODE_MAX ? names[m] : "?";
+}
+
+/* Whether the session is the product secret's (registration.c speaks on it). */
+static bool agent_registering(const Agent *a)
+{
+        return a->mode == AGENT_REGISTERING || a->mode == AGENT_REREGISTERING || a->mode == AGENT_REGISTERED;
+}
+
+/* The objects each mode needs, and only those: checked at every change of mode. */
+static void agent_mode_check(const Agent *a)
+{
+        assert(!!a->registration == agent_registering(a));
+        assert(!!a->credentials == (a->mode == AGENT_NORMAL || a->mode == AGENT_REREGISTERING));
+        assert(!a->switch_timer || a->mode == AGENT_REGISTERED);
+        assert(a->mode == AGENT_NORMAL || a->refusals == 0);
+}
+
+static void agent_set_mode(Agent *a, AgentMode mode)
+{
+        if (a->mode != mode)
+                log_debug("Mode: %s -> %s.", agent_mode_to_string(a->mode), agent_mode_to_string(mode));
+        a->mode = mode;
+        agent_mode_check(a);
+}
 
 static MqttSessionParams agent_session_params(const Agent *a, const char *password)
 {
@@ -166,7 +215,7 @@ static void on_version_answer(InstallCall *call, int error, const InstallAnswer 
                 log_error("The installer gave no firmware version: %s. Reporting \"%s\".", why,
                           VERSION_UNKNOWN);
 
-        if (mqtt_session_is_connected(a->mqtt) && a->credentials && !a->registration)
+        if (mqtt_session_is_connected(a->mqtt) && a->mode == AGENT_NORMAL)
                 agent_publish_report(a, v);
         if (a->report_again) {
                 a->report_again = false;
@@ -211,7 +260,7 @@ static int on_report_timer(sd_event_source *s, uint64_t usec, void *userdata)
 {
         Agent *a = userdata;
 
-        if (mqtt_session_is_connected(a->mqtt) && !a->registration)
+        if (mqtt_session_is_connected(a->mqtt) && a->mode == AGENT_NORMAL)
                 agent_report(a);
         return 0;
 }
@@ -225,7 +274,7 @@ static void on_ota_report(Ota *o, void *userdata)
 {
         Agent *a = userdata;
 
-        if (mqtt_session_is_connected(a->mqtt) && !a->registration)
+        if (mqtt_session_is_connected(a->mqtt) && a->mode == AGENT_NORMAL)
                 agent_report(a);
 }
 
@@ -241,14 +290,16 @@ static void agent_switch_to_device_secret(Agent *a)
         if (r < 0) {
                 log_error_errno(r, "Cannot read back the stored device secret: %s. Registering again.",
                                 read_error_message(r));
+                a->credentials = credentials_free(a->credentials);
+                agent_set_mode(a, AGENT_REGISTERING);
                 agent_connect_register(a);
                 return;
         }
         credentials_free(a->credentials);
         a->credentials = TAKE_PTR(c);
         a->registration = registration_free(a->registration);
-        a->reregistering = false;
         a->refusals = 0;
+        agent_set_mode(a, AGENT_NORMAL);
         log_info("Registered. Logging in with the device secret.");
         agent_connect_normal(a);
 }
@@ -259,6 +310,15 @@ static int on_switch_timer(sd_event_source *s, uint64_t usec, void *userdata)
         return 0;
 }
 
+/* Ends a re-registration round: the stored secret again. */
+static void agent_back_to_stored_secret(Agent *a, const char *why)
+{
+        log_info("%s", why);
+        a->registration = registration_free(a->registration);
+        agent_set_mode(a, AGENT_NORMAL);
+        agent_connect_normal(a);
+}
+
 static void on_registered(Registration *reg, const char *secret, void *userdata)
 {
         Agent *a = userdata;
@@ -266,16 +326,16 @@ static void on_registered(Registration *reg, const char *secret, void *userdata)
 
         if (!secret) {
                 /* No answer in time. Registering only because the stored secret was refused: go back to it. */
-                if (a->reregistering) {
-                        log_info("No new secret from the platform; trying the stored device secret again.");
-                        a->registration = registration_free(a->registration);
-                        a->reregistering = false;
-                        agent_connect_normal(a);
-                }
+                if (a->mode == AGENT_REREGISTERING)
+                        agent_back_to_stored_secret(a, "No new secret from the platform; trying the stored "
+                                                       "device secret again.");
                 return;
         }
-        if (a->switch_timer)
+        if (a->mode == AGENT_REGISTERED)
                 return;
+        /* A re-registration that got a new secret: it replaces the refused one (registration.c stored it). */
+        a->credentials = credentials_free(a->credentials);
+        agent_set_mode(a, AGENT_REGISTERED);
         notify_status("Registered: switching to the device secret");
         /* The platform closes the connection once it has the receipt; give it a moment to. */
         r = sd_event_add_time_relative(a->event, &a->switch_timer, CLOCK_MONOTONIC, REGISTRATION_SWITCH_USEC,
@@ -291,7 +351,7 @@ static void on_connected(MqttSession *s, void *userdata)
         Agent *a = userdata;
         int r;
 
-        if (a->registration) {
+        if (agent_registering(a)) {
                 log_info("Connected to %s with the product secret.", a->config->mqtt_uri);
                 registration_connected(a->registration);
                 return;
@@ -313,13 +373,13 @@ static void on_disconnected(MqttSession *s, MqttEnd end, uint64_t retry_usec, vo
 
         a->report_timer = sd_event_source_disable_unref(a->report_timer);
 
-        if (a->switch_timer) {
+        if (a->mode == AGENT_REGISTERED) {
                 /* The platform closed the registration session, as it should. */
                 agent_switch_to_device_secret(a);
                 return;
         }
 
-        if (a->registration) {
+        if (agent_registering(a)) {
                 registration_disconnected(a->registration);
                 if (end == MQTT_END_REFUSED_AUTH) {
                         log_error("The broker refused the product secret for device %s: dynamic registration "
@@ -327,12 +387,10 @@ static void on_disconnected(MqttSession *s, MqttEnd end, uint64_t retry_usec, vo
                                   a->config->device_id, a->config->product_id, secs);
                         notify_status("Registration refused by the broker (product secret wrong, or dynamic "
                                       "registration off for this product); retrying in %u s", secs);
-                        if (a->reregistering) {
+                        if (a->mode == AGENT_REREGISTERING)
                                 /* Back to the stored secret: registration is no way out either. */
-                                a->registration = registration_free(a->registration);
-                                a->reregistering = false;
-                                agent_connect_normal(a);
-                        }
+                                agent_back_to_stored_secret(a, "The product secret is refused too; back to the "
+                                                               "stored device secret.");
                         return;
                 }
         } else if (end == MQTT_END_REFUSED_AUTH) {
@@ -346,8 +404,7 @@ static void on_disconnected(MqttSession *s, MqttEnd end, uint64_t retry_usec, vo
                                    "platform never activated the stored secret. The stored secret is kept "
                                    "unless the platform issues a new one.");
                         a->refusals = 0;
-                        a->reregistering = true;
-                        agent_connect_register(a);
+                        agent_set_mode_registering(a, AGENT_REREGISTERING);
                 }
                 return;
         }
@@ -394,11 +451,11 @@ static void on_message(MqttSession *s, const char *topic, const void *payload, s
         }
 
         if (kind == TOPIC_REGISTER_SET) {
-                if (a->registration)
+                if (agent_registering(a))
                         registration_message(a->registration, &m);
                 else
                         log_warning("Dropped CMD %d on %s: the device is registered already.", m.cmd, topic);
-        } else if (a->registration)
+        } else if (a->mode != AGENT_NORMAL)
                 log_warning("Dropped CMD %d on %s: the device is not registered yet.", m.cmd, topic);
         else
                 agent_handle_ota_message(a, &m);
@@ -417,18 +474,29 @@ static void agent_connect_normal(Agent *a)
                 log_error_errno(r, "Cannot start the MQTT session: %m");
 }
 
+/* Enters MODE (REGISTERING or REREGISTERING) with a Registration of its own, and connects. */
+static void agent_set_mode_registering(Agent *a, AgentMode mode)
+{
+        int r;
+
+        assert(mode == AGENT_REGISTERING || mode == AGENT_REREGISTERING);
+        if (!a->registration) {
+                r = registration_new(a->event, a->config, a->mqtt, on_registered, a, &a->registration);
+                if (r < 0) {
+                        /* Nothing to register with: the mode stays, and a reload or restart tries again. */
+                        log_error_errno(r, "Cannot start registration: %m");
+                        return;
+                }
+        }
+        agent_set_mode(a, mode);
+        agent_connect_register(a);
+}
+
 static void agent_connect_register(Agent *a)
 {
         MqttSessionParams p = agent_session_params(a, a->config->product_secret);
         int r;
 
-        if (!a->registration) {
-                r = registration_new(a->event, a->config, a->mqtt, on_registered, a, &a->registration);
-                if (r < 0) {
-                        log_error_errno(r, "Cannot start registration: %m");
-                        return;
-                }
-        }
         notify_status("Registering: connecting to %s with the product secret", a->config->mqtt_uri);
         r = mqtt_session_start(a->mqtt, &p);
         if (r < 0)
@@ -444,8 +512,8 @@ static void agent_start_session(Agent *a)
         a->registration = registration_free(a->registration);
         a->credentials = credentials_free(a->credentials);
         a->switch_timer = sd_event_source_disable_unref(a->switch_timer);
-        a->reregistering = false;
         a->refusals = 0;
+        agent_set_mode(a, AGENT_STARTING);
 
         r = credentials_load(a->config->state_dir, &c);
         if (r == -ENOENT)
@@ -465,9 +533,10 @@ static void agent_start_session(Agent *a)
 
         if (r >= 0 && c) {
                 a->credentials = TAKE_PTR(c);
+                agent_set_mode(a, AGENT_NORMAL);
                 agent_connect_normal(a);
         } else
-                agent_connect_register(a);
+                agent_set_mode_registering(a, AGENT_REGISTERING);
 }
 
 static int agent_make_topics(Agent *a)
@@ -512,7 +581,7 @@ static void agent_set_config(Agent *a, Config *c)
         config_unref(a->config);
         a->config = c;
         ota_set_config(a->ota, c);
-        if (a->registration)
+        if (agent_registering(a))
                 registration_set_config(a->registration, c);
 }
 
