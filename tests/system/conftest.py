@@ -77,10 +77,18 @@ class System:
         return json.loads(lines[-1])["__CURSOR"] if lines else None
 
     def journal_entries(self, *args, after=None, unit="krtiot.service"):
-        """The journal entries (dicts) of UNIT (default the agent's), oldest first."""
+        """The journal entries (dicts) of UNIT (default the agent's), oldest first.
+
+        The unit's entries are picked here, as `journalctl -u` would (its
+        processes' lines, and PID 1's about it), not with -u: seen here, the
+        last line a stopping krtiotd wrote was in the journal, with
+        _SYSTEMD_UNIT=krtiot.service, but not in what -u returned."""
         extra = ["--after-cursor=" + after] if after else []
-        r = self.container.journal("-u", unit, "-o", "json", *extra, *args, check=True)
-        return [json.loads(l) for l in r.stdout.splitlines() if l.strip()]
+        r = self.container.journal("-o", "json", *extra, *args, check=True)
+        entries = [json.loads(l) for l in r.stdout.splitlines() if l.strip()]
+        return [e for e in entries
+                if e.get("_SYSTEMD_UNIT") == unit or e.get("OBJECT_SYSTEMD_UNIT") == unit
+                or (e.get("UNIT") == unit and e.get("_PID") == "1")]
 
     def journal_text(self, *args, after=None, unit="krtiot.service"):
         return "\n".join(str(e.get("MESSAGE", "")) for e in self.journal_entries(*args, after=after, unit=unit))

@@ -285,7 +285,12 @@ def test_stop_is_clean(system):
     assert s["ActiveState"] == "inactive", s
     assert s["ExecMainStatus"] == "0" and s["ExecMainCode"] == "1", s  # CLD_EXITED, 0
     assert s["Result"] == "success", s
-    system.wait_journal("stopping", after=cur, timeout=5)
+    try:
+        system.wait_journal("Received Terminated, stopping.", after=cur, timeout=10)
+    except AssertionError:
+        # Where did it go? The whole journal after the cursor, every unit, says.
+        r = c.journal("--after-cursor=" + cur, "-o", "verbose")
+        raise AssertionError("no stop line from krtiotd; the journal since the stop:\n" + r.stdout[-6000:])
 
 
 def test_poweroff(system):
