@@ -63,15 +63,14 @@ def raise_fd_limit():
 
 
 def snapshot(binary, tmpdir):
-    """Copies the daemon and its downloader (src/fetch/krtiot-fetch beside
-    src/agent/krtiotd) into TMPDIR/build and points the harness there
+    """Copies the three programs (src/agent/krtiotd, src/fetch/krtiot-fetch,
+    src/install/krtiot-install) into TMPDIR/build and points the harness there
     (KRTIOT_BUILD_DIR), so that a rebuild during the run changes nothing."""
-    dest = os.path.join(tmpdir, "build", "src", "agent")
-    os.makedirs(dest)
-    shutil.copy2(binary, os.path.join(dest, "krtiotd"))
-    fetch = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(binary))), "fetch", "krtiot-fetch")
-    os.makedirs(os.path.join(tmpdir, "build", "src", "fetch"))
-    shutil.copy2(fetch, os.path.join(tmpdir, "build", "src", "fetch", "krtiot-fetch"))
+    src = os.path.dirname(os.path.dirname(os.path.abspath(binary)))
+    for rel in (("agent", "krtiotd"), ("fetch", "krtiot-fetch"), ("install", "krtiot-install")):
+        dest = os.path.join(tmpdir, "build", "src", rel[0])
+        os.makedirs(dest)
+        shutil.copy2(os.path.join(src, *rel), os.path.join(dest, rel[1]))
     os.environ["KRTIOT_BUILD_DIR"] = os.path.join(tmpdir, "build")
 
 
@@ -118,6 +117,9 @@ def main(argv=None):
     nofile = raise_fd_limit()
     quick = args.quick
     tmpdir = tempfile.mkdtemp(prefix="krtiot-bench-")
+    # krtiotd runs as the harness's unprivileged user (daemon.agent_identity()): it must traverse
+    # the temp dir (0700 from mkdtemp) to reach its files; listing it stays root's.
+    os.chmod(tmpdir, 0o711)
     built = B.harness.daemon_binary()
     snapshot(built, tmpdir)
     header = describe_run(quick, built)
