@@ -8,8 +8,18 @@
 
 Each figure is measured in one run beside its reference (a floor or a peer
 on the same machine, at the same time or interleaved) and given as a ratio.
-Benchmarks: idle.py (footprint, wakeups; mender beside, mender_peer.py),
-download.py, latency.py (receipt latency, registration time), fleet.py.
+Benchmarks: idle.py (footprint, with pagemap.py's count of the memory no
+other process maps; wakeups; that nothing but krtiotd runs while idle;
+mender beside, mender_peer.py), download.py (throughput against the floor,
+krtiot-fetch's peak RSS per image size), latency.py (receipt latency,
+registration time), fleet.py.
+
+The three programs run as they are deployed, as far as the harness
+(tests/integration/daemon.py) goes: krtiotd as the unprivileged
+krtiot-test, krtiot-fetch started by it for each download, krtiot-install
+as root beside it where something installs (download; in idle, with the
+idle timeout systemd's socket gives it, so it leaves). Needs root (the
+harness's user switch; PFNs in /proc/PID/pagemap).
 
 Full mode writes the table to tests/bench/results/latest.txt (or --out).
 Quick mode runs the other benchmarks inside the idle window to fit in
