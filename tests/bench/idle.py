@@ -246,7 +246,11 @@ class IdleBench:
         seen = self.watch.seen
         reaped = faults1 - self.faults0
         requests = len(re.findall(r"^.*Request from pid", self.d.installer.log_text(), re.M))
-        bad = ["%s at %s" % (what, "the end" if t is None else "+%.0f s" % t) for t, what in seen]
+        spans = {}
+        for t, what in seen:
+            spans.setdefault(what, []).append("the end" if t is None else "+%.0f s" % t)
+        bad = ["%s at %s" % (what, at[0]) if len(at) == 1 else "%s from %s to %s" % (what, at[0], at[-1])
+               for what, at in spans.items()]
         if reaped:
             bad.append("a child of krtiotd ended (its reaped children's page faults rose by %d)" % reaped)
         rows.append(B.Row("idle: krtiot-fetch, krtiot-install, hook running", "none" if not bad else bad[0],
