@@ -3,7 +3,7 @@
 """krtiot benchmarks: one command runs them all and prints one table
 (figure, value, reference, ratio, target, verdict).
 
-    /usr/bin/python3 tests/bench/run.py            # full: about 8 minutes
+    /usr/bin/python3 tests/bench/run.py            # full: about 6 minutes
     /usr/bin/python3 tests/bench/run.py --quick    # smaller sizes/counts, under 90 s
 
 Each figure is measured in one run beside its reference (a floor or a peer
