@@ -3,13 +3,23 @@
 """krtiot benchmarks: one command runs them all and prints one table
 (figure, value, reference, ratio, target, verdict).
 
-    /usr/bin/python3 tests/bench/run.py            # full: about 8 minutes
+    /usr/bin/python3 tests/bench/run.py            # full: about 6 minutes
     /usr/bin/python3 tests/bench/run.py --quick    # smaller sizes/counts, under 90 s
 
 Each figure is measured in one run beside its reference (a floor or a peer
 on the same machine, at the same time or interleaved) and given as a ratio.
-Benchmarks: idle.py (footprint, wakeups; mender beside, mender_peer.py),
-download.py, latency.py (receipt latency, registration time), fleet.py.
+Benchmarks: idle.py (footprint, with pagemap.py's count of the memory no
+other process maps; wakeups; that nothing but krtiotd runs while idle;
+mender beside, mender_peer.py), download.py (throughput against the floor,
+krtiot-fetch's peak RSS per image size), latency.py (receipt latency,
+registration time), fleet.py.
+
+The three programs run as they are deployed, as far as the harness
+(tests/integration/daemon.py) goes: krtiotd as the unprivileged
+krtiot-test, krtiot-fetch started by it for each download, krtiot-install
+as root beside it where something installs (download; in idle, with the
+idle timeout systemd's socket gives it, so it leaves). Needs root (the
+harness's user switch; PFNs in /proc/PID/pagemap).
 
 Full mode writes the table to tests/bench/results/latest.txt (or --out).
 Quick mode runs the other benchmarks inside the idle window to fit in
@@ -63,15 +73,14 @@ def raise_fd_limit():
 
 
 def snapshot(binary, tmpdir):
-    """Copies the daemon and its downloader (src/fetch/krtiot-fetch beside
-    src/agent/krtiotd) into TMPDIR/build and points the harness there
+    """Copies the three programs (src/agent/krtiotd, src/fetch/krtiot-fetch,
+    src/install/krtiot-install) into TMPDIR/build and points the harness there
     (KRTIOT_BUILD_DIR), so that a rebuild during the run changes nothing."""
-    dest = os.path.join(tmpdir, "build", "src", "agent")
-    os.makedirs(dest)
-    shutil.copy2(binary, os.path.join(dest, "krtiotd"))
-    fetch = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(binary))), "fetch", "krtiot-fetch")
-    os.makedirs(os.path.join(tmpdir, "build", "src", "fetch"))
-    shutil.copy2(fetch, os.path.join(tmpdir, "build", "src", "fetch", "krtiot-fetch"))
+    src = os.path.dirname(os.path.dirname(os.path.abspath(binary)))
+    for rel in (("agent", "krtiotd"), ("fetch", "krtiot-fetch"), ("install", "krtiot-install")):
+        dest = os.path.join(tmpdir, "build", "src", rel[0])
+        os.makedirs(dest)
+        shutil.copy2(os.path.join(src, *rel), os.path.join(dest, rel[1]))
     os.environ["KRTIOT_BUILD_DIR"] = os.path.join(tmpdir, "build")
 
 
@@ -118,6 +127,9 @@ def main(argv=None):
     nofile = raise_fd_limit()
     quick = args.quick
     tmpdir = tempfile.mkdtemp(prefix="krtiot-bench-")
+    # krtiotd runs as the harness's unprivileged user (daemon.agent_identity()): it must traverse
+    # the temp dir (0700 from mkdtemp) to reach its files; listing it stays root's.
+    os.chmod(tmpdir, 0o711)
     built = B.harness.daemon_binary()
     snapshot(built, tmpdir)
     header = describe_run(quick, built)
