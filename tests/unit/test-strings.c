@@ -36,6 +36,31 @@ static void test_escape(void)
         ok(!has_control("version 1.0 \xc3\xa9"), "has_control: none");
 }
 
+static void check_text(const char *in, size_t size, const char *want, const char *name)
+{
+        char out[256];
+
+        escape_text(in, strlen(in), out, size);
+        is_str(out, want, name);
+}
+
+static void test_escape_text(void)
+{
+        check_text("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", 256, "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80",
+                   "escape_text keeps valid UTF-8 of 2, 3 and 4 bytes");
+        check_text("a\x1b" "b", 256, "a\\x1bb", "escape_text escapes controls");
+        check_text("\xc2\x85", 256, "\\xc2\\x85", "escape_text escapes C1 controls");
+        check_text("a\xff" "b", 256, "a\\xffb", "escape_text escapes a byte that is never UTF-8");
+        check_text("\xc3" "x", 256, "\\xc3x", "escape_text escapes a lead byte without its continuation");
+        check_text("\x80", 256, "\\x80", "escape_text escapes a lone continuation byte");
+        check_text("\xc0\xaf", 256, "\\xc0\\xaf", "escape_text escapes an overlong form");
+        check_text("\xed\xa0\x80", 256, "\\xed\\xa0\\x80", "escape_text escapes a UTF-16 surrogate");
+        check_text("\xf4\x90\x80\x80", 256, "\\xf4\\x90\\x80\\x80", "escape_text escapes a value past U+10FFFF");
+        check_text("\xe2\x82", 256, "\\xe2\\x82", "escape_text escapes a sequence cut at the end");
+        check_text("ab\xe2\x82\xac", 5, "ab", "escape_text never cuts a character in two");
+        check_text("\xc3\xa9\xc3\xa9", 4, "\xc3\xa9", "escape_text drops a whole character that does not fit");
+}
+
 static void check_redact(const char *url, const char *want, const char *name)
 {
         char *r = url_redact(url);
@@ -76,6 +101,7 @@ static void test_version(void)
 int main(void)
 {
         test_escape();
+        test_escape_text();
         test_redact();
         test_version();
         return tap_done();

@@ -22,7 +22,35 @@ static bool is_c1(const unsigned char *p, size_t left)
         return left >= 2 && p[0] == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f;
 }
 
-size_t escape_control(const char *in, size_t len, char *out, size_t size)
+/* The length of the valid UTF-8 sequence at P (1-4; no overlong form, surrogate or value past U+10FFFF), or 0. */
+static size_t utf8_len(const unsigned char *p, size_t left)
+{
+        size_t n;
+        uint32_t c;
+
+        if (p[0] < 0x80)
+                return 1;
+        if (p[0] >= 0xc2 && p[0] <= 0xdf)
+                n = 2, c = p[0] & 0x1f;
+        else if (p[0] >= 0xe0 && p[0] <= 0xef)
+                n = 3, c = p[0] & 0x0f;
+        else if (p[0] >= 0xf0 && p[0] <= 0xf4)
+                n = 4, c = p[0] & 0x07;
+        else
+                return 0;
+        if (left < n)
+                return 0;
+        for (size_t i = 1; i < n; i++) {
+                if ((p[i] & 0xc0) != 0x80)
+                        return 0;
+                c = (c << 6) | (p[i] & 0x3f);
+        }
+        if ((n == 3 && c < 0x800) || (n == 4 && (c < 0x10000 || c > 0x10ffff)) || (c >= 0xd800 && c <= 0xdfff))
+                return 0;
+        return n;
+}
+
+static size_t escape(const char *in, size_t len, char *out, size_t size, bool utf8)
 {
         static const char hex[] = "0123456789abcdef";
         const unsigned char *p = (const unsigned char *)in;
@@ -32,12 +60,19 @@ size_t escape_control(const char *in, size_t len, char *out, size_t size)
                 return 0;
 
         for (size_t i = 0; i < len; i++) {
-                size_t k = is_c1(p + i, len - i) ? 2 : is_c0_or_del(p[i]) ? 1 : 0;
+                size_t k = is_c1(p + i, len - i) ? 2 : is_c0_or_del(p[i]) ? 1 : 0, keep = 1;
 
+                if (k == 0 && utf8 && p[i] >= 0x80) {
+                        keep = utf8_len(p + i, len - i);
+                        if (keep == 0)
+                                k = 1;
+                }
                 if (k == 0) {
-                        if (n + 1 >= size)
+                        if (n + keep >= size)
                                 break;
-                        out[n++] = (char)p[i];
+                        memcpy(out + n, p + i, keep);
+                        n += keep;
+                        i += keep - 1;
                         continue;
                 }
                 if (n + 4 * k >= size)
@@ -52,6 +87,16 @@ size_t escape_control(const char *in, size_t len, char *out, size_t size)
         }
         out[n] = '\0';
         return n;
+}
+
+size_t escape_control(const char *in, size_t len, char *out, size_t size)
+{
+        return escape(in, len, out, size, false);
+}
+
+size_t escape_text(const char *in, size_t len, char *out, size_t size)
+{
+        return escape(in, len, out, size, true);
 }
 
 bool has_control(const char *s)

@@ -18,6 +18,13 @@
  */
 size_t escape_control(const char *in, size_t len, char *out, size_t size);
 
+/*
+ * escape_control(), and also every byte that is not part of valid UTF-8: the
+ * result is valid UTF-8 without control characters (what D-Bus strings and a
+ * terminal need). Never cuts a character in two.
+ */
+size_t escape_text(const char *in, size_t len, char *out, size_t size);
+
 /* Whether the NUL-terminated S holds a character that escape_control() escapes. */
 bool has_control(const char *s);
 
