@@ -20,11 +20,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <systemd/sd-event.h>
 
 #include "agent.h"
 #include "build-config.h"
+#include "bus.h"
 #include "credentials.h"
 #include "journal.h"
 #include "log.h"
@@ -33,6 +35,7 @@
 #include "ota.h"
 #include "protocol.h"
 #include "registration.h"
+#include "status.h"
 #include "util/fileio.h"
 #include "util/macro.h"
 #include "util/random-id.h"
@@ -57,6 +60,8 @@ struct Agent {
         char *config_path;
         Config *config; /* a reference of our own; agent_set_config() re-points every holder */
 
+        Status *status; /* what the daemon is doing: STATUS= and D-Bus render it */
+        Bus *bus;       /* com.krtyun.Krtiot1, while the loop runs */
         MqttSession *mqtt;
         Ota *ota;
         AgentMode mode;
@@ -70,7 +75,6 @@ struct Agent {
         sd_event_source *switch_timer; /* REGISTERED: switch to the device secret when it fires */
         InstallCall *version_query;    /* `HOOK version`, asked of the installer */
         bool report_again;             /* a report was asked for while the version query ran */
-        char *last_fw_version;
 };
 
 static void agent_connect_normal(Agent *a);
@@ -111,6 +115,7 @@ static void agent_set_mode(Agent *a, AgentMode mode)
                 log_debug("Mode: %s -> %s.", agent_mode_to_string(a->mode), agent_mode_to_string(mode));
         a->mode = mode;
         agent_mode_check(a);
+        status_set_registered(a->status, mode == AGENT_NORMAL);
 }
 
 static MqttSessionParams agent_session_params(const Agent *a, const char *password)
@@ -143,6 +148,14 @@ static int agent_publish(Agent *a, TopicKind kind, const char *payload)
 
 /* ---- version reports ---- */
 
+static uint64_t now_realtime_usec(void)
+{
+        struct timespec ts;
+
+        clock_gettime(CLOCK_REALTIME, &ts);
+        return (uint64_t)ts.tv_sec * USEC_PER_SEC + (uint64_t)ts.tv_nsec / 1000;
+}
+
 static int on_report_timer(sd_event_source *s, uint64_t usec, void *userdata);
 
 /* The next report is due report.interval after the last one: a reload (with the same or another
@@ -166,14 +179,6 @@ static void agent_arm_report_timer(Agent *a)
                 log_error_errno(r, "Cannot arm the report timer: %m");
 }
 
-static void agent_status_connected(Agent *a)
-{
-        if (ota_active(a->ota))
-                return; /* the update's progress is the more useful news */
-        notify_status("Connected to %s as %s, firmware %s", a->config->mqtt_uri, a->config->device_id,
-                      a->last_fw_version ? a->last_fw_version : VERSION_UNKNOWN);
-}
-
 static void agent_publish_report(Agent *a, const char *fw)
 {
         _cleanup_free_ char *hw = NULL, *payload = NULL;
@@ -193,13 +198,10 @@ static void agent_publish_report(Agent *a, const char *fw)
                 log_error_errno(r, "Cannot build the version report: %m");
                 return;
         }
-        if (agent_publish(a, TOPIC_OTA_POST, payload) >= 0)
-                log_info("Reported hardware %s, firmware %s.", hw ? hw : VERSION_UNKNOWN,
-                         fw ? fw : VERSION_UNKNOWN);
-
-        free(a->last_fw_version);
-        a->last_fw_version = strdup(fw ? fw : VERSION_UNKNOWN);
-        agent_status_connected(a);
+        if (agent_publish(a, TOPIC_OTA_POST, payload) < 0)
+                return;
+        log_info("Reported hardware %s, firmware %s.", hw ? hw : VERSION_UNKNOWN, fw ? fw : VERSION_UNKNOWN);
+        status_set_report(a->status, hw ? hw : VERSION_UNKNOWN, fw ? fw : VERSION_UNKNOWN, now_realtime_usec());
 }
 
 static void on_version_answer(InstallCall *call, int error, const InstallAnswer *answer, const char *reason,
@@ -270,6 +272,17 @@ static int on_ota_publish(Ota *o, const char *payload, void *userdata)
         return agent_publish(userdata, TOPIC_OTA_POST, payload);
 }
 
+/* ReportNow() over D-Bus. */
+static int on_bus_report_now(void *userdata)
+{
+        Agent *a = userdata;
+
+        if (a->mode != AGENT_NORMAL || !mqtt_session_is_connected(a->mqtt))
+                return -ENOTCONN;
+        agent_report(a);
+        return 0;
+}
+
 static void on_ota_report(Ota *o, void *userdata)
 {
         Agent *a = userdata;
@@ -336,7 +349,7 @@ static void on_registered(Registration *reg, const char *secret, void *userdata)
         /* A re-registration that got a new secret: it replaces the refused one (registration.c stored it). */
         a->credentials = credentials_free(a->credentials);
         agent_set_mode(a, AGENT_REGISTERED);
-        notify_status("Registered: switching to the device secret");
+        status_set_link(a->status, STATUS_LINK_REGISTERING, "Registered: switching to the device secret");
         /* The platform closes the connection once it has the receipt; give it a moment to. */
         r = sd_event_add_time_relative(a->event, &a->switch_timer, CLOCK_MONOTONIC, REGISTRATION_SWITCH_USEC,
                                        USEC_PER_SEC / 10, on_switch_timer, a);
@@ -353,12 +366,14 @@ static void on_connected(MqttSession *s, void *userdata)
 
         if (agent_registering(a)) {
                 log_info("Connected to %s with the product secret.", a->config->mqtt_uri);
+                status_set_connected(a->status, true);
                 registration_connected(a->registration);
                 return;
         }
 
         a->refusals = 0;
         log_info("Connected to %s as %s.", a->config->mqtt_uri, a->config->device_id);
+        status_set_link(a->status, STATUS_LINK_CONNECTED, NULL);
         r = mqtt_session_subscribe(a->mqtt, a->topics[TOPIC_OTA_SET]);
         if (r < 0)
                 log_warning_errno(r, "Cannot subscribe to %s: %m", a->topics[TOPIC_OTA_SET]);
@@ -385,8 +400,11 @@ static void on_disconnected(MqttSession *s, MqttEnd end, uint64_t retry_usec, vo
                         log_error("The broker refused the product secret for device %s: dynamic registration "
                                   "is off for product %s, or product.secret is wrong. Retrying in %u s.",
                                   a->config->device_id, a->config->product_id, secs);
-                        notify_status("Registration refused by the broker (product secret wrong, or dynamic "
-                                      "registration off for this product); retrying in %u s", secs);
+                        status_set_link(a->status, STATUS_LINK_REGISTRATION_REFUSED,
+                                        "Registration refused by the broker (product secret wrong, or "
+                                        "dynamic registration off for this product); retrying in %u s",
+                                        secs);
+                        status_set_error(a->status, "The broker refused the product secret");
                         if (a->mode == AGENT_REREGISTERING)
                                 /* Back to the stored secret: registration is no way out either. */
                                 agent_back_to_stored_secret(a, "The product secret is refused too; back to the "
@@ -398,7 +416,9 @@ static void on_disconnected(MqttSession *s, MqttEnd end, uint64_t retry_usec, vo
                 log_error("The broker refused the device secret of %s (stored in %s/%s; it is kept). "
                           "Retrying in %u s.", a->config->device_id, a->config->state_dir, CREDENTIALS_FILE,
                           secs);
-                notify_status("Broker refused the device secret, retrying in %u s", secs);
+                status_set_link(a->status, STATUS_LINK_OFFLINE, "Broker refused the device secret, retrying in %u s",
+                                secs);
+                status_set_error(a->status, "The broker refused the device secret");
                 if (a->refusals >= REFUSALS_BEFORE_REREGISTER) {
                         log_notice("Trying one registration round with the product secret, in case the "
                                    "platform never activated the stored secret. The stored secret is kept "
@@ -410,7 +430,9 @@ static void on_disconnected(MqttSession *s, MqttEnd end, uint64_t retry_usec, vo
         }
 
         log_info("%s (%s); retrying in %u s.", mqtt_end_to_string(end), a->config->mqtt_uri, secs);
-        notify_status("Offline: %s (%s); retrying in %u s", mqtt_end_to_string(end), a->config->mqtt_uri, secs);
+        status_set_link(a->status, STATUS_LINK_OFFLINE, "Offline: %s (%s); retrying in %u s", mqtt_end_to_string(end),
+                        a->config->mqtt_uri, secs);
+        status_set_error(a->status, "%s (%s)", mqtt_end_to_string(end), a->config->mqtt_uri);
 }
 
 static void agent_handle_ota_message(Agent *a, const PlatformMessage *m)
@@ -468,7 +490,8 @@ static void agent_connect_normal(Agent *a)
         MqttSessionParams p = agent_session_params(a, a->credentials->device_secret);
         int r;
 
-        notify_status("Connecting to %s as %s", a->config->mqtt_uri, a->config->device_id);
+        status_set_link(a->status, STATUS_LINK_CONNECTING, "Connecting to %s as %s", a->config->mqtt_uri,
+                        a->config->device_id);
         r = mqtt_session_start(a->mqtt, &p);
         if (r < 0)
                 log_error_errno(r, "Cannot start the MQTT session: %m");
@@ -481,7 +504,8 @@ static void agent_set_mode_registering(Agent *a, AgentMode mode)
 
         assert(mode == AGENT_REGISTERING || mode == AGENT_REREGISTERING);
         if (!a->registration) {
-                r = registration_new(a->event, a->config, a->mqtt, on_registered, a, &a->registration);
+                r = registration_new(a->event, a->config, a->mqtt, a->status, on_registered, a,
+                                     &a->registration);
                 if (r < 0) {
                         /* Nothing to register with: the mode stays, and a reload or restart tries again. */
                         log_error_errno(r, "Cannot start registration: %m");
@@ -497,7 +521,8 @@ static void agent_connect_register(Agent *a)
         MqttSessionParams p = agent_session_params(a, a->config->product_secret);
         int r;
 
-        notify_status("Registering: connecting to %s with the product secret", a->config->mqtt_uri);
+        status_set_link(a->status, STATUS_LINK_REGISTERING, "Registering: connecting to %s with the product secret",
+                        a->config->mqtt_uri);
         r = mqtt_session_start(a->mqtt, &p);
         if (r < 0)
                 log_error_errno(r, "Cannot start the MQTT session: %m");
@@ -581,6 +606,7 @@ static void agent_set_config(Agent *a, Config *c)
         config_unref(a->config);
         a->config = c;
         ota_set_config(a->ota, c);
+        status_set_identity(a->status, c->mqtt_uri, c->product_id, c->device_id);
         if (agent_registering(a))
                 registration_set_config(a->registration, c);
 }
@@ -627,6 +653,8 @@ static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void
         }
 
         log_info("Received %s, stopping.", strsignal((int)si->ssi_signo));
+        status_set_link(a->status, STATUS_LINK_STOPPING, NULL);
+        status_flush(a->status);
         notify_stopping();
         mqtt_session_stop(a->mqtt);
         return sd_event_exit(a->event, 0);
@@ -660,11 +688,13 @@ int agent_new(const char *config_path, Config *config, Agent **ret)
 
         r = sd_event_new(&a->event);
         if (r >= 0)
+                r = status_new(a->event, &a->status);
+        if (r >= 0)
                 r = agent_make_topics(a);
         if (r >= 0)
                 r = mqtt_session_new(a->event, &callbacks, a, &a->mqtt);
         if (r >= 0)
-                r = ota_new(a->event, a->config, &ota_callbacks, a, &a->ota);
+                r = ota_new(a->event, a->config, a->status, &ota_callbacks, a, &a->ota);
         if (r < 0) {
                 agent_free(a);
                 return r;
@@ -677,6 +707,7 @@ Agent *agent_free(Agent *a)
 {
         if (!a)
                 return NULL;
+        bus_free(a->bus); /* before the Status it serves */
         install_call_free(a->version_query);
         sd_event_source_disable_unref(a->report_timer);
         sd_event_source_disable_unref(a->switch_timer);
@@ -686,7 +717,7 @@ Agent *agent_free(Agent *a)
         credentials_free(a->credentials);
         for (TopicKind k = 0; k < _TOPIC_MAX; k++)
                 free(a->topics[k]);
-        free(a->last_fw_version);
+        status_free(a->status);
         sd_event_unref(a->event);
         config_unref(a->config);
         free(a->config_path);
@@ -736,6 +767,9 @@ static void agent_tidy_state_dir(Agent *a)
 int agent_run(Agent *a)
 {
         static const int signals[] = { SIGTERM, SIGINT, SIGHUP };
+        static const BusCallbacks bus_callbacks = {
+                .report_now = on_bus_report_now,
+        };
         sigset_t mask;
         int r;
 
@@ -761,9 +795,14 @@ int agent_run(Agent *a)
         else if (r > 0)
                 log_debug("Watchdog enabled.");
 
+        status_set_identity(a->status, a->config->mqtt_uri, a->config->product_id, a->config->device_id);
+        r = bus_new(a->event, a->status, &bus_callbacks, a, &a->bus);
+        if (r < 0)
+                log_warning_errno(r, "Cannot set up the D-Bus interface: %m");
         agent_tidy_state_dir(a);
         ota_start(a->ota);
         agent_start_session(a);
+        status_flush(a->status);
         /* Ready once configured and looping, not when the broker answers: offline is a state, not a failure. */
         notify_ready();
         log_info("krtiotd %s started: product %s, device %s, broker %s.", PACKAGE_VERSION,

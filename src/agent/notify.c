@@ -35,17 +35,12 @@ void notify_stopping(void)
         sd_notify(false, "STOPPING=1\nSTATUS=Stopping");
 }
 
-void notify_status(const char *format, ...)
+void notify_status(const char *text)
 {
-        char raw[sizeof(last_status)], buf[sizeof(last_status)];
-        va_list ap;
+        char buf[sizeof(last_status)];
 
-        va_start(ap, format);
-        (void)vsnprintf(raw, sizeof(raw), format, ap);
-        va_end(ap);
-        /* A newline from the network would start another assignment (READY=1, MAINPID=...). */
-        escape_control(raw, strlen(raw), buf, sizeof(buf));
-
+        /* A newline would start another assignment (READY=1, MAINPID=...): status.c escapes, and so do we. */
+        escape_control(text, strlen(text), buf, sizeof(buf));
         if (strcmp(buf, last_status) == 0)
                 return;
         memcpy(last_status, buf, sizeof(buf));

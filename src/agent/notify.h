@@ -14,5 +14,5 @@ void notify_ready(void);
 void notify_reloading(void);
 void notify_stopping(void);
 
-/* Sets the one-line status a person sees in `systemctl status`. */
-void notify_status(const char *format, ...) _printf_(1, 2);
+/* Sets the one-line status a person sees in `systemctl status` (status.c renders it). */
+void notify_status(const char *text);

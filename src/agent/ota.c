@@ -43,9 +43,9 @@
 #include "fetcher.h"
 #include "journal.h"
 #include "log.h"
-#include "notify.h"
 #include "ota.h"
 #include "install-client.h"
+#include "status.h"
 #include "util/fileio.h"
 #include "util/macro.h"
 #include "util/strings.h"
@@ -64,6 +64,7 @@ typedef void (*VersionThen)(Ota *o, const char *running);
 struct Ota {
         sd_event *event;
         Config *config; /* a reference of our own */
+        Status *status; /* borrowed from the Agent */
         OtaCallbacks callbacks;
         void *userdata;
 
@@ -97,6 +98,12 @@ bool ota_active(const Ota *o)
         return j && j->phase != JOB_DONE && j->phase != JOB_FAILED;
 }
 
+/* Shows the job as it is in memory (status.c publishes only what changed). */
+static void ota_show(Ota *o)
+{
+        status_set_job(o->status, ota_job(o), o->resolving);
+}
+
 static int ota_save(Ota *o)
 {
         int r;
@@ -104,9 +111,13 @@ static int ota_save(Ota *o)
         /* This write carries whatever a coalesced one was waiting to write. */
         o->save_timer = sd_event_source_disable_unref(o->save_timer);
         r = journal_save(o->config->state_dir, o->journal);
-        if (r < 0)
+        if (r < 0) {
                 log_error_errno(r, "Cannot write the OTA journal %s/%s: %m", o->config->state_dir, JOURNAL_FILE);
-        return r;
+                return r;
+        }
+        status_set_problem(o->status, NULL); /* the journal can be written (again) */
+        ota_show(o);
+        return 0;
 }
 
 static int on_save_timer(sd_event_source *s, uint64_t usec, void *userdata)
@@ -208,7 +219,6 @@ static void ota_fail(Ota *o, const char *reason)
         o->download = fetcher_free(o->download);
         o->resolving = false;
         log_error("Update to %s (command %s) failed: %s.", j->target, j->id, reason);
-        notify_status("Update to %s failed: %s", j->target, reason);
         job_unlink(o, j, "part");
         job_unlink(o, j, "img");
         free(j->reason);
@@ -216,6 +226,7 @@ static void ota_fail(Ota *o, const char *reason)
         j->phase = JOB_FAILED;
         (void)journal_remember_failed(o->journal, j->id, j->target);
         (void)ota_save(o);
+        ota_show(o); /* also when the journal could not be written */
         ota_progress(o, "FAILED", 0, reason);
         o->callbacks.report(o, o->userdata);
         ota_run_queued(o);
@@ -228,6 +239,7 @@ static void ota_succeed(Ota *o)
         o->resolving = false;
         log_notice("Update to %s (command %s) done: the new firmware is running.", j->target, j->id);
         ota_set_phase(o, JOB_DONE);
+        ota_show(o);
         ota_progress(o, "DONE", 100, NULL);
         o->callbacks.report(o, o->userdata);
         ota_run_queued(o);
@@ -362,7 +374,6 @@ static void ota_install_ended(Ota *o, int error, const InstallAnswer *answer, co
         }
         if (answer->type == INSTALL_ANSWER_DONE && answer->outcome == INSTALL_OUTCOME_REBOOT) {
                 log_notice("The install hook installed %s; a reboot activates it.", j->target);
-                notify_status("Update to %s installed; waiting for the reboot that activates it", j->target);
                 ota_set_phase(o, JOB_REBOOT_PENDING);
                 ota_progress(o, "REBOOTING", 100, NULL);
                 ota_reboot(o);
@@ -406,7 +417,6 @@ static void ota_install(Ota *o)
 
         ota_set_phase(o, JOB_INSTALLING);
         log_info("Installing %s with %s.", j->target, o->config->ota_hook);
-        notify_status("Updating to %s: installing", j->target);
         ota_progress(o, "INSTALLING", 100, NULL);
 
         r = ota_ask(o, &req, o->config->ota_hook_timeout, on_install_answer, &o->install);
@@ -424,19 +434,16 @@ static void ota_install(Ota *o)
 static void on_download_progress(Fetcher *d, uint64_t done, uint64_t total, void *userdata)
 {
         Ota *o = userdata;
-        Job *j = ota_job(o);
 
+        status_set_job_progress(o->status, done, total);
         if (total > 0) {
-                unsigned percent = (unsigned)(done * 100 / total);
+                unsigned percent = (unsigned)(MIN(done, total) * 100 / total);
 
-                notify_status("Updating to %s: downloading %u%% (%.1f of %.1f MiB)", j->target, percent,
-                              done / 1048576.0, total / 1048576.0);
                 if (percent >= o->last_progress + PROGRESS_STEP) {
                         o->last_progress = percent - percent % PROGRESS_STEP;
                         ota_progress(o, "DOWNLOADING", percent, NULL);
                 }
-        } else
-                notify_status("Updating to %s: downloading (%.1f MiB)", j->target, done / 1048576.0);
+        }
 }
 
 static void on_download_checkpoint(Fetcher *d, const FetcherCheckpoint *c, void *userdata)
@@ -537,7 +544,7 @@ static void ota_download(Ota *o)
         o->last_progress = 0;
         shown = url_redact(j->url); /* a password in the URL never reaches the log */
         log_info("Downloading %s%s.", shown ? shown : "the image", j->offset > 0 ? " (resuming)" : "");
-        notify_status("Updating to %s: downloading", j->target);
+        status_set_job_progress(o->status, j->offset, j->size);
         ota_progress(o, "DOWNLOADING", 0, NULL);
 
         r = fetcher_new(o->event, &params, &callbacks, o, &o->download);
@@ -731,8 +738,8 @@ void ota_command(Ota *o, const PlatformMessage *m)
                 job_free(j);
                 snprintf(why, sizeof(why), "cannot write the job journal: %s", strerror(-r));
                 ota_publish_receipt(o, m->id, false, why);
-                notify_status("Cannot accept updates: cannot write %s/%s (%s)", o->config->state_dir,
-                              JOURNAL_FILE, strerror(-r));
+                status_set_problem(o->status, "Cannot accept updates: cannot write %s/%s (%s)",
+                                   o->config->state_dir, JOURNAL_FILE, strerror(-r));
                 return;
         }
         ota_publish_receipt(o, m->id, true, NULL);
@@ -812,7 +819,6 @@ static void ota_ask_outcome(Ota *o)
         InstallRequest req = { .op = INSTALL_OP_OUTCOME, .key = j->key };
         int r;
 
-        notify_status("Updating to %s: installing", j->target);
         r = ota_ask(o, &req, o->config->ota_hook_timeout, on_outcome_answer, &o->install);
         if (r < 0) {
                 log_warning_errno(r, "Cannot ask the installer how the install of %s ended: %m", j->target);
@@ -894,6 +900,7 @@ void ota_start(Ota *o)
         }
 
         j = ota_job(o);
+        ota_show(o); /* the job the journal holds, or the last one's result */
         if (!j || !ota_active(o))
                 return;
 
@@ -923,6 +930,7 @@ void ota_start(Ota *o)
                 /* No version report until this is decided: the platform counts a report of the target as
                  * success, which it is only once the hook has committed it. */
                 o->resolving = true;
+                ota_show(o);
                 ota_with_running_version(o, on_rebooted_version);
                 break;
         default:
@@ -932,7 +940,8 @@ void ota_start(Ota *o)
 
 /* ---- lifecycle ---- */
 
-int ota_new(sd_event *event, Config *config, const OtaCallbacks *callbacks, void *userdata, Ota **ret)
+int ota_new(sd_event *event, Config *config, Status *status, const OtaCallbacks *callbacks, void *userdata,
+            Ota **ret)
 {
         Ota *o = calloc(1, sizeof(*o));
 
@@ -940,6 +949,7 @@ int ota_new(sd_event *event, Config *config, const OtaCallbacks *callbacks, void
                 return -ENOMEM;
         o->event = sd_event_ref(event);
         o->config = config_ref(config);
+        o->status = status;
         o->callbacks = *callbacks;
         o->userdata = userdata;
         *ret = o;

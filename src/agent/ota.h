@@ -14,6 +14,7 @@
 
 #include "config.h"
 #include "protocol.h"
+#include "status.h"
 
 typedef struct Ota Ota;
 
@@ -24,8 +25,12 @@ typedef struct OtaCallbacks {
         void (*report)(Ota *o, void *userdata);
 } OtaCallbacks;
 
-/* Takes a reference on CONFIG; ota_set_config() re-points it after a reload. */
-int ota_new(sd_event *event, Config *config, const OtaCallbacks *callbacks, void *userdata, Ota **ret);
+/*
+ * Takes a reference on CONFIG; ota_set_config() re-points it after a reload.
+ * STATUS is borrowed (the Agent's): the job and its progress are shown there.
+ */
+int ota_new(sd_event *event, Config *config, Status *status, const OtaCallbacks *callbacks, void *userdata,
+            Ota **ret);
 Ota *ota_free(Ota *o);
 void ota_set_config(Ota *o, Config *config);
 
@@ -46,5 +51,5 @@ void ota_connected(Ota *o);
 /* Whether version reports must wait (a job's commit after a reboot is being decided). */
 bool ota_holds_reports(const Ota *o);
 
-/* Whether a job is under way (STATUS= is then OTA's). */
+/* Whether a job is under way. */
 bool ota_active(const Ota *o);

@@ -14,8 +14,8 @@
 #include "backoff.h"
 #include "credentials.h"
 #include "log.h"
-#include "notify.h"
 #include "registration.h"
+#include "status.h"
 #include "util/macro.h"
 #include "util/random-id.h"
 
@@ -23,6 +23,7 @@ struct Registration {
         sd_event *event;
         Config *config; /* a reference of our own */
         MqttSession *mqtt; /* borrowed */
+        Status *status;    /* borrowed */
         RegistrationDone done;
         void *userdata;
 
@@ -71,7 +72,8 @@ static void registration_ask(Registration *reg)
         else
                 log_info("Registration requested for product %s, device %s; waiting up to %u s for the secret.",
                          reg->config->product_id, reg->config->device_id, reg->config->registration_timeout);
-        notify_status("Registering: waiting for the platform to issue the device secret");
+        status_set_link(reg->status, STATUS_LINK_REGISTERING,
+                        "Registering: waiting for the platform to issue the device secret");
         registration_arm(reg, (uint64_t)reg->config->registration_timeout * USEC_PER_SEC);
 }
 
@@ -88,8 +90,9 @@ static int on_timer(sd_event_source *s, uint64_t usec, void *userdata)
 
                 log_warning("No device secret from the platform within %u s; asking again in %llu s.",
                             reg->config->registration_timeout, (unsigned long long)(delay / USEC_PER_SEC));
-                notify_status("Registering: no answer from the platform, asking again in %llu s",
-                              (unsigned long long)(delay / USEC_PER_SEC));
+                status_set_link(reg->status, STATUS_LINK_REGISTERING,
+                                "Registering: no answer from the platform, asking again in %llu s",
+                                (unsigned long long)(delay / USEC_PER_SEC));
                 reg->backing_off = true;
                 registration_arm(reg, delay);
                 /* Last: may free REG (the Agent ends a registration round that was only a try). */
@@ -160,8 +163,11 @@ void registration_message(Registration *reg, const PlatformMessage *m)
                         /* No receipt: the platform may issue again, and nothing unstored is acknowledged. */
                         log_error_errno(r, "Cannot store the device secret in %s/%s: %m. Not acknowledging it.",
                                         reg->config->state_dir, CREDENTIALS_FILE);
-                        notify_status("Registration failed: cannot write %s/%s (%s)", reg->config->state_dir,
-                                      CREDENTIALS_FILE, strerror(-r));
+                        status_set_link(reg->status, STATUS_LINK_REGISTERING,
+                                        "Registration failed: cannot write %s/%s (%s)", reg->config->state_dir,
+                                        CREDENTIALS_FILE, strerror(-r));
+                        status_set_error(reg->status, "Cannot store the device secret in %s/%s: %s",
+                                         reg->config->state_dir, CREDENTIALS_FILE, strerror(-r));
                         return;
                 }
                 reg->stored_secret = strdup(m->device_secret);
@@ -178,7 +184,7 @@ void registration_message(Registration *reg, const PlatformMessage *m)
         reg->done(reg, m->device_secret, reg->userdata);
 }
 
-int registration_new(sd_event *event, Config *config, MqttSession *mqtt, RegistrationDone done,
+int registration_new(sd_event *event, Config *config, MqttSession *mqtt, Status *status, RegistrationDone done,
                      void *userdata, Registration **ret)
 {
         Registration *reg;
@@ -190,6 +196,7 @@ int registration_new(sd_event *event, Config *config, MqttSession *mqtt, Registr
         reg->event = sd_event_ref(event);
         reg->config = config_ref(config);
         reg->mqtt = mqtt;
+        reg->status = status;
         reg->done = done;
         reg->userdata = userdata;
         backoff_init(&reg->backoff, USEC_PER_SEC, (uint64_t)config->mqtt_reconnect_max * USEC_PER_SEC);

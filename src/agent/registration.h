@@ -15,6 +15,7 @@
 #include "config.h"
 #include "mqtt.h"
 #include "protocol.h"
+#include "status.h"
 
 typedef struct Registration Registration;
 
@@ -27,10 +28,10 @@ typedef void (*RegistrationDone)(Registration *reg, const char *secret, void *us
 
 /*
  * Takes a reference on CONFIG (and gives it back when freed or re-pointed);
- * MQTT is borrowed from the Agent, which outlives the Registration.
- * Returns 0 or -errno.
+ * MQTT and STATUS are borrowed from the Agent, which outlives the
+ * Registration. Returns 0 or -errno.
  */
-int registration_new(sd_event *event, Config *config, MqttSession *mqtt, RegistrationDone done,
+int registration_new(sd_event *event, Config *config, MqttSession *mqtt, Status *status, RegistrationDone done,
                      void *userdata, Registration **ret);
 Registration *registration_free(Registration *reg);
 

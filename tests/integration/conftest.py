@@ -11,17 +11,22 @@
                   wired to the three above, and its krtiot-install
                   (Daemon.installer); skips when they are not built
   krtiotd_binary  the binary's path; skips when it is not built
+  system_bus      a private system-like dbus-daemon with krtiot's policy
+                  (sysbus.SystemBus); pass it as krtiotd(bus=system_bus)
 
 Everything started here is stopped by PID in teardown, even when the test
 fails; then the daemons', their installers' and the broker's logs are
 printed, so that a failure report shows what happened.
 """
 
+import os
+import pwd
 import time
 
 import pytest
 
-from daemon import (Daemon, NotifySocket, broker_module, daemon_binary, daemon_missing,
+import sysbus
+from daemon import (AGENT_USER, Daemon, NotifySocket, broker_module, daemon_binary, daemon_missing,
                     platform_module)
 
 
@@ -79,6 +84,20 @@ def notify_socket(request):
         print("\n===== notify socket =====")
         for t, pid, text in s.datagrams():
             print("%.3f pid=%s %r" % (t, pid, text))
+
+
+@pytest.fixture
+def system_bus(request, tmp_path):
+    reason = sysbus.missing_requirements()
+    if reason:
+        pytest.skip("no D-Bus: " + reason)
+    bus = sysbus.SystemBus(tmp_path, AGENT_USER if os.geteuid() == 0 else pwd.getpwuid(os.getuid()).pw_name)
+    bus.start()
+    yield bus
+    bus.stop()
+    if _failed(request):
+        print("\n===== dbus-daemon log =====")
+        print(bus.log_text()[-4000:])
 
 
 @pytest.fixture

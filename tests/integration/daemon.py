@@ -570,7 +570,7 @@ class Daemon:
            product_id="P1", product_secret=None, device_id="D1",
            seed=True, device_secret=None, config=None, extra_config="",
            watchdog_usec=None, fw_version="2.0.0", hw_version="1.0.0",
-           start=True, installer=True)
+           start=True, installer=True, bus=None)
 
     CONFIG: overrides of the default config as dotted keys, e.g.
     {"report.interval": 2, "device.id": None}. SEED: write
@@ -578,14 +578,16 @@ class Daemon:
     with a PLATFORM, create the device on the broker with that secret.
     INSTALLER: run a krtiot-install beside it (.installer, started with the
     daemon when it is not running); False for daemons that never install
-    (the config still names a socket, where nothing listens).
+    (the config still names a socket, where nothing listens). BUS: a
+    sysbus.SystemBus to serve D-Bus on; without one, DBUS_SYSTEM_BUS_ADDRESS
+    names a socket nobody listens on, so that no test reaches the host's bus.
     """
 
     def __init__(self, tmpdir, broker, platform=None, notify=None, name="d1",
                  product_id="P1", product_secret=None, device_id="D1", seed=True,
                  device_secret=None, config=None, extra_config="", watchdog_usec=None,
                  watchdog_pid=None, fw_version="2.0.0", hw_version="1.0.0", start=True,
-                 env=None, installer=True):
+                 env=None, installer=True, bus=None):
         self.binary = daemon_binary()
         self.broker = broker
         self.platform = platform
@@ -618,6 +620,7 @@ class Daemon:
         self.installer = Installer(self.conf_path, os.path.join(self.dir, "krtiot-install.log"),
                                    os.path.join(self.dir, "install-runtime"), name=name)
         self.run_installer = installer
+        self.bus = bus
 
         with open(self.hook_path, "w") as f:
             f.write(RECORDING_HOOK)
@@ -727,6 +730,8 @@ class Daemon:
             env["WATCHDOG_USEC"] = str(self.watchdog_usec)
         # The build tree's downloader, not an installed one (krtiotd reads it with secure_getenv()).
         env["KRTIOT_FETCH_PROGRAM"] = fetch_binary()
+        env["DBUS_SYSTEM_BUS_ADDRESS"] = (self.bus.address if self.bus else
+                                          "unix:path=" + os.path.join(self.dir, "no_system_bus_socket"))
         env.update(self.extra_env)
         return env
 
