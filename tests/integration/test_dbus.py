@@ -6,14 +6,15 @@ JobFinished across a whole OTA, ReportNow() and who may call it, no bus,
 and a bus that restarts."""
 
 import hashlib
+import json
 import os
-import pwd
+import re
 import subprocess
 import time
 
 import pytest
 
-from daemon import agent_identity, restart_broker
+from daemon import agent_identity, build_dir
 from sysbus import IFACE, NAME, PATH, Monitor
 from test_ota import MiB, device, image, nginx, slow_nginx, www  # noqa: F401 (fixtures)
 from test_registration import PRODUCT_SECRET, REG_SILENT, registering
@@ -245,3 +246,91 @@ def test_control_characters_and_bad_utf8_reach_the_bus_escaped(device, nginx, ww
     system_bus.wait_property("JobPhase", lambda v: v in ("done", "failed"), timeout=20)
     p = system_bus.get_all()
     assert p["JobId"] == "job-\\x1b[31m-\u00e9", p["JobId"]
+
+
+# -- krtiotctl against the real agent ----------------------------------------------------------------------
+
+def krtiotctl(bus, *args, user_cmd=None, timeout=30, **kw):
+    cmd = list(user_cmd or []) + [os.path.join(build_dir(), "src", "ctl", "krtiotctl")] + list(args)
+    return subprocess.run(cmd, env=bus.env(), capture_output=True, text=True, timeout=timeout, **kw)
+
+
+def test_krtiotctl_status(krtiotd, platform, system_bus):
+    d = started(krtiotd, platform, system_bus)
+    system_bus.wait_property("State", lambda v: v == "connected")
+    for user in (None, NOBODY):
+        r = krtiotctl(system_bus, "status", user_cmd=user)
+        assert r.returncode == 0, r.stderr
+        assert re.search(r"^\s*State: connected$", r.stdout, re.M), r.stdout
+        assert re.search(r"^\s*Device: D1$", r.stdout, re.M), r.stdout
+        assert re.search(r"^\s*Firmware: 2\.0\.0$", r.stdout, re.M), r.stdout
+        r = krtiotctl(system_bus, "status", "--json", user_cmd=user)
+        assert r.returncode == 0, r.stderr
+        doc = json.loads(r.stdout)
+        assert doc == system_bus.get_all() or doc["DeviceId"] == "D1", doc
+        assert set(doc) == set(system_bus.get_all()), "the JSON keys are the property names"
+        assert doc["State"] == "connected" and doc["Registered"] is True and doc["Broker"] == "tcp://127.0.0.1:%d" % d.broker.port
+
+
+def test_krtiotctl_report_and_its_errors(krtiotd, platform, system_bus):
+    d = started(krtiotd, platform, system_bus)
+    mark = platform.mark()
+    r = krtiotctl(system_bus, "report")
+    assert r.returncode == 0 and r.stdout == "", r
+    platform.wait_for_report(d.device_id, since=mark, timeout=5)
+    r = krtiotctl(system_bus, "report", user_cmd=NOBODY)
+    assert r.returncode == 77 and "root" in r.stderr, r
+    r = krtiotctl(system_bus, "bogus")
+    assert r.returncode == 64 and "--help" in r.stderr, r
+    d.stop()
+    r = krtiotctl(system_bus, "status")
+    assert r.returncode == 69 and "krtiotd is not running" in r.stderr, r
+    system_bus.stop()
+    r = krtiotctl(system_bus, "status")
+    assert r.returncode == 69 and "system bus" in r.stderr, r
+
+
+def _watch(bus, *args):
+    cmd = [os.path.join(build_dir(), "src", "ctl", "krtiotctl"), "watch"] + list(args)
+    return subprocess.Popen(cmd, env=bus.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_krtiotctl_watch_follows_a_whole_ota(device, slow_nginx, www, platform, system_bus):
+    data = image(www, "fw.img", 2 * MiB)  # 512 KiB/s: ~4 s of download
+    dv = device(slow_nginx)
+    dv.d.bus = system_bus
+    dv.start()
+    system_bus.wait_owner()
+    w = _watch(system_bus)  # no job yet: it waits for the next one
+    time.sleep(0.5)
+    cmd_id, mark = dv.send(slow_nginx.url("fw.img"), "2.0.1", size=len(data),
+                           sha256=hashlib.sha256(data).hexdigest())
+    out, err = w.communicate(timeout=60)
+    assert w.returncode == 0, (out, err)
+    lines = out.splitlines()
+    assert any(re.fullmatch(r"downloading \d+%% \d+/%d bytes" % len(data), l) for l in lines), lines
+    assert "installing" in lines, lines
+    assert lines[-1] == "Job %s (target 2.0.1) succeeded." % cmd_id, lines
+    # The percentages only go up.
+    pct = [int(re.match(r"downloading (\d+)%", l).group(1)) for l in lines if re.match(r"downloading \d+%", l)]
+    assert pct == sorted(pct) and len(pct) >= 2, pct
+    # status --json after it: the job and its result.
+    doc = json.loads(krtiotctl(system_bus, "status", "--json").stdout)
+    assert doc["JobId"] == cmd_id and doc["JobPhase"] == "done" and doc["LastJobResult"] == "succeeded", doc
+    # --job for a job that has ended: at once, with its result.
+    r = krtiotctl(system_bus, "watch", "--job", cmd_id, timeout=10)
+    assert r.returncode == 0, r
+
+
+def test_krtiotctl_watch_exits_1_on_a_failed_ota(device, nginx, www, platform, system_bus):
+    image(www, "fw.img", 128 * 1024)
+    dv = device(nginx, install_exit=3)
+    dv.d.bus = system_bus
+    dv.start()
+    system_bus.wait_owner()
+    w = _watch(system_bus)
+    time.sleep(0.5)
+    cmd_id, mark = dv.send(nginx.url("fw.img"), "2.0.1")
+    out, err = w.communicate(timeout=60)
+    assert w.returncode == 1, (out, err)
+    assert re.search(r"Job %s \(target 2\.0\.1\) failed: .*wrapper: failing on purpose" % cmd_id, err), err

@@ -51,6 +51,8 @@ EXPECTED_FILES = {
     "usr/share/man/man1/krtiotctl.1.gz": "-rw-r--r-- root/root",
     "usr/share/man/man5/krtiot.conf.5.gz": "-rw-r--r-- root/root",
     "usr/share/man/man7/krtiot-hooks.7.gz": "-rw-r--r-- root/root",
+    "usr/share/man/man7/krtiot-dbus.7.gz": "-rw-r--r-- root/root",
+    "usr/share/dbus-1/system.d/com.krtyun.Krtiot1.conf": "-rw-r--r-- root/root",
     "usr/share/man/man8/krtiotd.8.gz": "-rw-r--r-- root/root",
     "usr/share/man/man8/krtiot-install.8.gz": "-rw-r--r-- root/root",
 }

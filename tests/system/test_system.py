@@ -21,6 +21,7 @@ import json
 import os
 import re
 import stat
+import subprocess
 import time
 
 from system_root import user_id
@@ -204,6 +205,62 @@ def test_ota_with_the_copy_hook_under_the_units_sandbox(system):
     _wait_installer_inactive(system)
 
 
+NOBODY = ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--")
+BUS = ("com.krtyun.Krtiot1", "/com/krtyun/Krtiot1")
+
+
+def test_dbus_and_krtiotctl(system):
+    """krtiotd owns com.krtyun.Krtiot1 on the container's own system bus (its
+    dbus-daemon, the packaged policy file): busctl introspect and krtiotctl
+    status work as root and as nobody; ReportNow is refused for nobody and
+    sends a report for root; krtiotctl watch follows an OTA and exits 0."""
+    c, p, d = system.container, system.platform, system.device_id
+    for user in ((), NOBODY):
+        r = c.run(*user, "busctl", "--system", "introspect", *BUS, "com.krtyun.Krtiot1")
+        assert r.returncode == 0 and "ReportNow" in r.stdout and ".FirmwareVersion" in r.stdout, r.stdout + r.stderr
+        r = c.run(*user, "krtiotctl", "status")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert re.search(r"^\s*State: connected$", r.stdout, re.M), r.stdout
+        assert re.search(r"^\s*Device: %s$" % re.escape(d), r.stdout, re.M), r.stdout
+    # The name is the agent's (the user krtiot), not root's.
+    r = c.run("busctl", "--system", "call", "org.freedesktop.DBus", "/org/freedesktop/DBus",
+              "org.freedesktop.DBus", "GetConnectionUnixUser", "s", BUS[0], check=True)
+    assert int(r.stdout.split()[1]) == user_id(system.root, "krtiot"), r.stdout
+
+    since = p.mark()
+    r = c.run(*NOBODY, "busctl", "--system", "call", *BUS, "com.krtyun.Krtiot1", "ReportNow")
+    assert r.returncode != 0 and "denied" in r.stderr.lower(), r.stdout + r.stderr
+    r = c.run(*NOBODY, "krtiotctl", "report")
+    assert r.returncode == 77, r.stdout + r.stderr
+    r = c.run("krtiotctl", "report")
+    assert r.returncode == 0, r.stdout + r.stderr
+    p.wait_for_report(d, since=since, timeout=10)
+
+    image = os.urandom(2 * 1024 * 1024 + 3)
+    with open(os.path.join(system.image_dir, "fw-2.0.5.bin"), "wb") as f:
+        f.write(image)
+    watch = subprocess.Popen(c.command("krtiotctl", "watch"), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1)
+        since = p.mark()
+        cmd = p.send_ota(PRODUCT_ID, d, system.nginx.url("fw-2.0.5.bin"), "2.0.5", size=len(image),
+                         sha256=hashlib.sha256(image).hexdigest())
+        out, err = watch.communicate(timeout=90)
+    finally:
+        if watch.poll() is None:
+            watch.kill()
+            watch.wait()
+    assert watch.returncode == 0, (out, err)
+    assert out.splitlines()[-1] == "Job %s (target 2.0.5) succeeded." % cmd, out
+    p.wait_for_report(d, fw_version="2.0.5", since=since, timeout=30)
+    r = c.run("krtiotctl", "status", "--json", check=True)
+    doc = json.loads(r.stdout)
+    assert doc["FirmwareVersion"] == "2.0.5" and doc["LastJobResult"] == "succeeded", doc
+    assert doc["StatusText"] == system.show("StatusText")["StatusText"], "STATUS= and D-Bus disagree"
+    _wait_installer_inactive(system)
+
+
 def _wait_installer_inactive(system, timeout=INSTALLER_IDLE_SEC + 30):
     c = system.container
     deadline = time.monotonic() + timeout
@@ -234,7 +291,7 @@ def test_watchdog_restarts_a_frozen_daemon(system):
     # systemd's own words for it ("Watchdog timeout (limit 5s)!" is not always in the unit's journal).
     assert "Failed with result 'watchdog'" in r.stdout, r.stdout
     assert took >= WATCHDOG_SEC - 1, "restarted after %.1f s, before the watchdog could fire" % took
-    p.wait_for_report(d, fw_version="2.0.0", since=since, timeout=30)
+    p.wait_for_report(d, fw_version="2.0.5", since=since, timeout=30)
 
 
 def test_agent_restart_mid_install_loses_nothing(system):
