@@ -37,7 +37,7 @@ sources() {
         protocol) echo "src/agent/protocol.c" ;;
         journal) echo "src/agent/journal.c src/shared/util/fileio.c src/shared/util/random-id.c" ;;
         credentials) echo "src/agent/credentials.c src/shared/util/fileio.c src/shared/util/random-id.c" ;;
-        config) echo "src/shared/config.c src/shared/log.c src/shared/util/fileio.c src/shared/util/random-id.c src/shared/util/strings.c" ;;
+        config) echo "src/shared/config.c src/shared/log.c src/shared/window.c src/shared/util/fileio.c src/shared/util/random-id.c src/shared/util/strings.c" ;;
         wire) echo "src/shared/util/wire.c src/shared/util/strings.c src/shared/fetch-wire.c src/shared/install-wire.c" ;;
         *) return 1 ;;
         esac
