@@ -6,7 +6,7 @@ KRTIOT_BUILD_DEPS="meson ninja-build pkg-config gcc libc6-dev libmosquitto-dev l
 libjson-c-dev libsystemd-dev libconfig-dev libssl-dev scdoc dpkg-dev debhelper fakeroot"
 KRTIOT_TEST_DEPS="mosquitto mosquitto-clients nginx-light python3 python3-pytest python3-paho-mqtt
 strace openssl cpio swupdate rauc dbus squashfs-tools systemd-container debootstrap lintian
-cppcheck clang-tidy clang libclang-rt-14-dev curl time"
+cppcheck clang-tidy clang libclang-rt-14-dev curl time tzdata"
 
 krtiot_install_deps() {
     local missing=() p

@@ -78,6 +78,9 @@ typedef enum KeyId {
         K_OTA_MAX_REDIRECTS,
         K_OTA_CA_FILE,
         K_OTA_INSTALLER_SOCKET,
+        K_OTA_INSTALL_WINDOW,
+        K_OTA_REBOOT_WINDOW,
+        K_OTA_DOWNLOAD_DELAY_MAX,
         _K_MAX,
 } KeyId;
 
@@ -115,6 +118,9 @@ const char *const config_known_keys[] = {
         [K_OTA_MAX_REDIRECTS] = "ota.max_redirects",
         [K_OTA_CA_FILE] = "ota.ca_file",
         [K_OTA_INSTALLER_SOCKET] = "ota.installer_socket",
+        [K_OTA_INSTALL_WINDOW] = "ota.install_window",
+        [K_OTA_REBOOT_WINDOW] = "ota.reboot_window",
+        [K_OTA_DOWNLOAD_DELAY_MAX] = "ota.download_delay_max",
         [_K_MAX] = NULL,
 };
 _Static_assert(ELEMENTSOF(config_known_keys) == _K_MAX + 1, "config_known_keys out of step with KeyId");
@@ -125,6 +131,7 @@ typedef enum KeyType {
         KEY_PATH, /* a string that must be an absolute path */
         KEY_BOOL,
         KEY_INT, /* libconfig int or int64, stored as unsigned or uint64_t */
+        KEY_WINDOW, /* an array or list of window entries (window.h), stored as a Window * */
 } KeyType;
 
 #define NO_FIELD SIZE_MAX /* checked here, interpreted by a resolver below */
@@ -141,6 +148,7 @@ typedef struct Key {
 #define PATH(f) { KEY_PATH, FIELD(f) }
 #define BOOL(f) { KEY_BOOL, FIELD(f) }
 #define INT(f, lo, hi) { KEY_INT, FIELD(f), lo, hi }
+#define WINDOW(f) { KEY_WINDOW, FIELD(f) }
 
 static const Key keys[_K_MAX] = {
         [K_STATE_DIR] = PATH(state_dir),
@@ -175,6 +183,9 @@ static const Key keys[_K_MAX] = {
         [K_OTA_MAX_REDIRECTS] = INT(ota_max_redirects, 0, 20),
         [K_OTA_CA_FILE] = PATH(ota_ca_file),
         [K_OTA_INSTALLER_SOCKET] = PATH(ota_installer_socket),
+        [K_OTA_INSTALL_WINDOW] = WINDOW(ota_install_window),
+        [K_OTA_REBOOT_WINDOW] = WINDOW(ota_reboot_window),
+        [K_OTA_DOWNLOAD_DELAY_MAX] = INT(ota_download_delay_max, 0, 86400),
 };
 
 static const char *const required_groups[] = { "mqtt", "product", "device" };
@@ -535,6 +546,8 @@ static Config *config_free(Config *c)
         strv_free(c->ota_reboot_argv);
         free(c->ota_ca_file);
         free(c->ota_installer_socket);
+        window_free(c->ota_install_window);
+        window_free(c->ota_reboot_window);
         free(c);
         return NULL;
 }
@@ -619,6 +632,83 @@ static void loader_take_bool(Loader *l, KeyId k, const config_setting_t *s)
         *(bool *)loader_field(l, k) = config_setting_get_bool(s);
 }
 
+#define QUOTE_MAX 64 /* bytes of a value quoted in a message */
+
+/* V for a message: at most QUOTE_MAX bytes, control characters escaped, "..." when cut. */
+static const char *quote_value(const char *v, char buf[static 4 * QUOTE_MAX + 4])
+{
+        size_t len = strnlen(v, QUOTE_MAX + 1);
+
+        escape_control(v, MIN(len, (size_t)QUOTE_MAX), buf, 4 * QUOTE_MAX + 1);
+        if (len > QUOTE_MAX)
+                strcat(buf, "...");
+        return buf;
+}
+
+/* What a window lets happen, for the message about an empty list. */
+static const char *window_allows(KeyId k)
+{
+        return k == K_OTA_INSTALL_WINDOW ? "an install" : "a reboot";
+}
+
+/*
+ * An array or list of strings, each a window entry. Every bad entry is
+ * reported, at its own line. An empty list is refused rather than taken to
+ * mean "never": a device that can never install would look broken, not
+ * configured.
+ */
+static void loader_take_window(Loader *l, KeyId k, const config_setting_t *s)
+{
+        const char *key = config_known_keys[k];
+        _cleanup_free_ WindowEntry *entries = NULL;
+        int type = config_setting_type(s), n;
+        bool bad = false;
+
+        if (type != CONFIG_TYPE_ARRAY && type != CONFIG_TYPE_LIST) {
+                loader_error(l, s, key, "expected a list of strings, got %s%s", type_name(type),
+                             type == CONFIG_TYPE_STRING ? " (write [ \"...\" ], even for one entry)" : "");
+                return;
+        }
+        n = config_setting_length(s);
+        if (n == 0) {
+                loader_error(l, s, key, "an empty list would never allow %s; leave the key out for any time",
+                             window_allows(k));
+                return;
+        }
+        if (n > WINDOW_ENTRIES_MAX) {
+                loader_error(l, s, key, "has %d entries, at most %d are allowed", n, WINDOW_ENTRIES_MAX);
+                return;
+        }
+
+        entries = calloc((size_t)n, sizeof(WindowEntry));
+        if (!entries) {
+                l->oom = true;
+                return;
+        }
+        for (int i = 0; i < n; i++) {
+                const config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
+                char why[WINDOW_ERROR_MAX], quoted[4 * QUOTE_MAX + 4];
+                const char *v = config_setting_get_string(e);
+
+                if (!v) {
+                        loader_error(l, e, key, "entry %d: expected a string, got %s", i + 1,
+                                     type_name(config_setting_type(e)));
+                        bad = true;
+                } else if (window_entry_parse(v, &entries[i], why, sizeof(why)) < 0) {
+                        loader_error(l, e, key, "\"%s\": %s", quote_value(v, quoted), why);
+                        bad = true;
+                }
+        }
+        if (bad)
+                return;
+
+        if (window_new(entries, (size_t)n, loader_field(l, k)) < 0) {
+                l->oom = true; /* the entries are window_entry_parse()'s: only memory can fail */
+                return;
+        }
+        l->valid[k] = true;
+}
+
 static void loader_take(Loader *l, KeyId k, const config_setting_t *s)
 {
         l->settings[k] = s;
@@ -633,6 +723,9 @@ static void loader_take(Loader *l, KeyId k, const config_setting_t *s)
                 break;
         case KEY_BOOL:
                 loader_take_bool(l, k, s);
+                break;
+        case KEY_WINDOW:
+                loader_take_window(l, k, s);
                 break;
         case KEY_UNDEFINED:
                 assert(!"key missing from the keys table");

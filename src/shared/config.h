@@ -13,6 +13,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "window.h"
+
 #define CONFIG_MAX_FILE_SIZE (64 * 1024)
 #define CONFIG_MAX_ID 64 /* product and device IDs */
 #define CONFIG_DEFAULT_INSTALLER_SOCKET "/run/krtiot/install.sock"
@@ -72,6 +74,9 @@ typedef struct Config {
         unsigned ota_max_redirects;     /* default 5 */
         char *ota_ca_file;              /* for https downloads; NULL: system default */
         char *ota_installer_socket;     /* krtiot-install's socket; absolute, <= CONFIG_SOCKET_PATH_MAX */
+        Window *ota_install_window;     /* when an install may start; NULL = any time (the default) */
+        Window *ota_reboot_window;      /* when the reboot after hook exit 10 may happen; NULL = any time */
+        unsigned ota_download_delay_max; /* s, 0..86400: a download starts after a random delay up to this */
 } Config;
 
 /*

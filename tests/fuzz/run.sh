@@ -4,7 +4,7 @@
 # Builds the libFuzzer targets of tests/fuzz/ with clang (ASan + UBSan) into
 # OUTDIR and runs each for $FUZZ_SECONDS seconds (default 20).
 #
-#   tests/fuzz/run.sh OUTDIR [TARGET...]        TARGET: protocol config journal credentials
+#   tests/fuzz/run.sh OUTDIR [TARGET...]        TARGET: protocol config journal credentials wire window
 #
 # Each run starts from the seed corpus tests/fuzz/corpus/TARGET (read only)
 # plus OUTDIR/corpus/TARGET, where new inputs go, so a second run goes on
@@ -25,7 +25,7 @@ seconds=${FUZZ_SECONDS:-20}
 cc=${FUZZ_CC:-clang}
 max_len=${FUZZ_MAX_LEN:-20000}
 crash_dir=${FUZZ_CRASH_DIR:-$here/crashes}
-all_targets="protocol config journal credentials wire"
+all_targets="protocol config journal credentials wire window"
 targets=${*:-$all_targets}
 
 mkdir -p "$out" || exit 1
@@ -37,8 +37,9 @@ sources() {
         protocol) echo "src/agent/protocol.c" ;;
         journal) echo "src/agent/journal.c src/shared/util/fileio.c src/shared/util/random-id.c" ;;
         credentials) echo "src/agent/credentials.c src/shared/util/fileio.c src/shared/util/random-id.c" ;;
-        config) echo "src/shared/config.c src/shared/log.c src/shared/util/fileio.c src/shared/util/random-id.c src/shared/util/strings.c" ;;
+        config) echo "src/shared/config.c src/shared/log.c src/shared/window.c src/shared/util/fileio.c src/shared/util/random-id.c src/shared/util/strings.c" ;;
         wire) echo "src/shared/util/wire.c src/shared/util/strings.c src/shared/fetch-wire.c src/shared/install-wire.c" ;;
+        window) echo "src/shared/window.c src/shared/util/strings.c" ;;
         *) return 1 ;;
         esac
 }

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from daemon import EX_CONFIG, REPO, Daemon, restart_broker, strace_missing
+from daemon import EX_CONFIG, REPO, Daemon, Raw, restart_broker, strace_missing
 
 ID_RE = re.compile(r"[0-9A-Z]{12}")
 OTA_SET = "/sys/P1/D1/thing/ota/set"
@@ -391,6 +391,53 @@ def test_check_config_finds_what_would_fail_later(krtiotd):
     assert unclosed.returncode == EX_CONFIG, unclosed.stdout + unclosed.stderr
     assert "%s:%d: syntax error: /* comment is never closed" % (d.conf_path, line) in unclosed.stderr, \
         unclosed.stderr
+
+
+BAD_WINDOWS = [
+    ("ota.install_window", ["Mon..Fry 02:00-05:00"], '"Mon..Fry 02:00-05:00": unknown day "Fry"'),
+    ("ota.install_window", ["25:00-26:00"], '"25:00-26:00": "25:00": hour out of range 00..23'),
+    ("ota.install_window", [""], '"": is empty'),
+    ("ota.install_window", ["02:00-02:00"], "starts and ends at the same time"),
+    ("ota.install_window", [], "an empty list would never allow an install; leave the key out for any time"),
+    ("ota.install_window", 5, "expected a list of strings, got an integer"),
+    ("ota.install_window", "Mon 02:00-05:00", "expected a list of strings, got a string"),
+    ("ota.install_window", Raw('{ from = "02:00"; }'), "expected a list of strings, got a group"),
+    ("ota.install_window", Raw('( "02:00-03:00", 5 )'), "entry 2: expected a string, got an integer"),
+    ("ota.reboot_window", [], "an empty list would never allow a reboot; leave the key out for any time"),
+    ("ota.reboot_window", ["Sun 22:00"], 'expected "-" and an end time'),
+    ("ota.download_delay_max", 86401, "86401 is out of range 0..86400"),
+    ("ota.download_delay_max", "60", "expected an integer, got a string"),
+]
+
+
+def test_check_config_update_windows(krtiotd):
+    """ota.install_window, ota.reboot_window, ota.download_delay_max
+    (krtiot.conf(5), UPDATE WINDOWS): good values pass; each bad one is
+    named at its line with what is wrong, exit 78, and all of them at once."""
+    d = krtiotd(start=False)
+    d.write_config({"ota.install_window": ["Mon..Fri 02:00-05:00", "Sat,Sun 00:00-24:00"],
+                    "ota.reboot_window": Raw('( "Sun 22:00-02:00", "03:00:30-04:00" )'),
+                    "ota.download_delay_max": 86400})
+    good = d.run("--check-config")
+    assert good.returncode == 0, good.stdout + good.stderr   # the control
+
+    def check(out, key, what):
+        assert_names_key(out, d.conf_path, key, d.config_lines[key])
+        assert re.search(r":%d: %s: .*%s" % (d.config_lines[key], re.escape(key), re.escape(what)), out), out
+
+    for key, value, what in BAD_WINDOWS:
+        d.write_config({key: value}, replace=True)
+        bad = d.run("--check-config")
+        assert bad.returncode == EX_CONFIG, "%s = %r: %s" % (key, value, bad.stdout + bad.stderr)
+        check(bad.stderr, key, what)
+
+    d.write_config({"ota.install_window": ["Mon..Fry 02:00-05:00"], "ota.reboot_window": [],
+                    "ota.download_delay_max": -1}, replace=True)
+    bad = d.run("--check-config")
+    assert bad.returncode == EX_CONFIG, bad.stdout + bad.stderr
+    check(bad.stderr, "ota.install_window", 'unknown day "Fry"')
+    check(bad.stderr, "ota.reboot_window", "would never allow a reboot")
+    check(bad.stderr, "ota.download_delay_max", "-1 is out of range 0..86400")
 
 
 def test_version_and_help(krtiotd_binary):

@@ -185,6 +185,9 @@ static void check_minimal(const Config *c)
         is_int(c->ota_max_redirects, 5, "minimal: max_redirects default");
         ok(!c->ota_ca_file, "minimal: no ota ca_file");
         is_str(c->ota_installer_socket, "/run/krtiot/install.sock", "minimal: installer_socket default");
+        ok(!c->ota_install_window, "minimal: no install_window: any time");
+        ok(!c->ota_reboot_window, "minimal: no reboot_window: any time");
+        is_int(c->ota_download_delay_max, 0, "minimal: no download delay");
 }
 
 static void check_full(const Config *c)
@@ -275,6 +278,34 @@ static void check_int64(const Config *c)
         is_int(c->ota_retries, 1000, "int64: upper bound included");
 }
 
+/* W has exactly the entries WANT (N of them). */
+static void is_window(const Window *w, const WindowEntry *want, size_t n, const char *name)
+{
+        ok(w, name);
+        if (!w)
+                return;
+        is_int(w->n_entries, n, name);
+        for (size_t i = 0; i < n && i < w->n_entries; i++) {
+                is_int(w->entries[i].days, want[i].days, name);
+                is_int(w->entries[i].start, want[i].start, name);
+                is_int(w->entries[i].end, want[i].end, name);
+        }
+}
+
+static void check_window(const Config *c)
+{
+        /* days: bit N is tm_wday N, 0 = Sunday */
+        static const WindowEntry install[] = { { 0x3e, 2 * 3600, 5 * 3600 }, { 0x41, 0, 24 * 3600 } };
+        static const WindowEntry reboot[] = { { 0x01, 22 * 3600, 26 * 3600 },
+                                              { 0x7f, 3 * 3600 + 30, 4 * 3600 } };
+
+        is_window(c->ota_install_window, install, ELEMENTSOF(install), "window: install_window, an array");
+        ok(c->ota_install_window && !c->ota_install_window->always,
+           "window: install_window is not always open");
+        is_window(c->ota_reboot_window, reboot, ELEMENTSOF(reboot), "window: reboot_window, a list");
+        is_int(c->ota_download_delay_max, 86400, "window: download_delay_max upper bound included");
+}
+
 static void check_reboot_none(const Config *c)
 {
         is_argv(c->ota_reboot_argv, NULL, "reboot_command \"\" gives no argv");
@@ -294,6 +325,7 @@ static const struct {
         { "good-secret-file.conf", check_secret_file },
         { "good-int64.conf", check_int64 },
         { "good-reboot-none.conf", check_reboot_none },
+        { "good-window.conf", check_window },
 };
 
 static void test_good(void)
@@ -419,6 +451,22 @@ static const struct {
           "@F@:16: ota.hook: @D@/device-id is not executable\n" },
         { "bad-hook-directory.conf", -EINVAL, "@F@:16: ota.hook: @D@ is a directory, not a program\n" },
         { "bad-secret-empty.conf", -EINVAL, "@F@:6: product.secret_file: @D@/empty.secret is empty\n" },
+        { "bad-window.conf", -EINVAL,
+          "@F@:16: ota.install_window: \"Mon..Fry 02:00-05:00\": unknown day \"Fry\" (days are Mon Tue Wed "
+          "Thu Fri Sat Sun)\n"
+          "@F@:17: ota.install_window: \"25:00-26:00\": \"25:00\": hour out of range 00..23 (and 24:00 as "
+          "an end)\n"
+          "@F@:19: ota.install_window: \"\": is empty: an entry is [DAYS ]HH:MM-HH:MM\n"
+          "@F@:20: ota.install_window: \"Mon..Fri\": no times after the days: write \"Mon..Fri "
+          "00:00-24:00\" for whole days\n"
+          "@F@:21: ota.install_window: \"02:00-02:00\": starts and ends at the same time: an empty window "
+          "(00:00-24:00 is a whole day)\n"
+          "@F@:22: ota.install_window: entry 7: expected a string, got an integer\n"
+          "@F@:23: ota.install_window: entry 8: expected a string, got a group\n"
+          "@F@:24: ota.install_window: entry 9: expected a string, got an array\n"
+          "@F@:26: ota.reboot_window: an empty list would never allow a reboot; leave the key out for any "
+          "time\n"
+          "@F@:27: ota.download_delay_max: 86401 is out of range 0..86400\n" },
         { "bad-three.conf", -EINVAL,
           "@F@:4: mqtt.keepalive: 1 is out of range 5..65535\n"
           "@F@:14: device.colour: unknown key\n"
@@ -590,6 +638,79 @@ static void test_generated(void)
         }
 }
 
+/* ---- generated: update windows and the download delay (the ota group is line 6) ---- */
+
+#define ENTRY "\"01:00-02:00\", "
+#define ENTRY8 ENTRY ENTRY ENTRY ENTRY ENTRY ENTRY ENTRY ENTRY
+#define ENTRY63 ENTRY8 ENTRY8 ENTRY8 ENTRY8 ENTRY8 ENTRY8 ENTRY8 ENTRY ENTRY ENTRY ENTRY ENTRY ENTRY ENTRY
+#define LIST_OF "@F@:6: ota.install_window: expected a list of strings, got "
+
+static const struct {
+        const char *ota;
+        const char *want; /* "" for a valid file */
+        size_t n_install, n_reboot;
+        unsigned delay;
+} windows[] = {
+        { "install_window = [ \"02:00-05:00\" ];", "", 1, 0, 0 },
+        { "reboot_window = ( \"Sun 22:00-02:00\" ); download_delay_max = 0;", "", 0, 1, 0 },
+        { "install_window = [ " ENTRY63 "\"01:00-02:00\" ]; download_delay_max = 1;", "", 64, 0, 1 },
+        { "install_window = [ " ENTRY63 ENTRY "\"01:00-02:00\" ];",
+          "@F@:6: ota.install_window: has 65 entries, at most 64 are allowed\n" },
+        { "install_window = 5;", LIST_OF "an integer\n" },
+        { "install_window = \"Mon 02:00-05:00\";",
+          LIST_OF "a string (write [ \"...\" ], even for one entry)\n" },
+        { "install_window = { from = \"02:00\"; };", LIST_OF "a group\n" },
+        { "install_window = true;", LIST_OF "a boolean\n" },
+        { "install_window = ();",
+          "@F@:6: ota.install_window: an empty list would never allow an install; leave the key out for any "
+          "time\n" },
+        { "reboot_window = [ 1, 2 ];",
+          "@F@:6: ota.reboot_window: entry 1: expected a string, got an integer\n"
+          "@F@:6: ota.reboot_window: entry 2: expected a string, got an integer\n" },
+        { "install_window = [ \"Mon\\x01 02:00-05:00\" ];",
+          "@F@:6: ota.install_window: \"Mon\\x01 02:00-05:00\": unexpected \"\\x01 02:00-05:00\" after a "
+          "day\n" },
+        { "install_window = [ \"02:00-05:00 " X16 X16 X16 "\" ];",
+          "@F@:6: ota.install_window: \"02:00-05:00 " X16 X16 X16 "\": unexpected "
+          "\"xxxxxxxxxxxxxxxxxxxxxxxx...\" after the end time\n" },
+        { "install_window = [ \"02:00-05:00 " X16 X16 X16 X16 "\" ];",
+          "@F@:6: ota.install_window: \"02:00-05:00 " X16 X16 X16 "xxxx...\": unexpected "
+          "\"xxxxxxxxxxxxxxxxxxxxxxxx...\" after the end time\n" },
+        { "install_window = [ \"02:00-05:00\" ]; reboot_window = [ \"Mon-Fri 01:00-02:00\" ];",
+          "@F@:6: ota.reboot_window: \"Mon-Fri 01:00-02:00\": \"-\" after a day: a range of days is written "
+          "Mon..Fri\n" },
+        { "download_delay_max = -1;", "@F@:6: ota.download_delay_max: -1 is out of range 0..86400\n" },
+        { "download_delay_max = 1.5;", "@F@:6: ota.download_delay_max: expected an integer, got a float\n" },
+        { "download_delay_max = \"60\";",
+          "@F@:6: ota.download_delay_max: expected an integer, got a string\n" },
+};
+
+static void test_windows(void)
+{
+        for (size_t i = 0; i < ELEMENTSOF(windows); i++) {
+                _cleanup_free_ char *t1 = replace_all(template, "@MQTT@", "uri = \"tcp://h:1\";"),
+                                    *t2 = replace_all(t1, "@OTA@", windows[i].ota),
+                                    *path = put("generated.conf", t2, strlen(t2)), *errors = NULL;
+                _cleanup_config_ Config *c = NULL;
+
+                if (*windows[i].want) {
+                        check_bad(path, -EINVAL, windows[i].want, windows[i].ota);
+                        continue;
+                }
+
+                printf("# %.100s\n", windows[i].ota);
+                is_int(load(path, &errors, &c), 0, "windows: loads");
+                is_str(errors, "", "windows: no error output");
+                if (!c)
+                        continue;
+                is_int(c->ota_install_window ? c->ota_install_window->n_entries : 0, windows[i].n_install,
+                       "windows: install_window entries (0: unset)");
+                is_int(c->ota_reboot_window ? c->ota_reboot_window->n_entries : 0, windows[i].n_reboot,
+                       "windows: reboot_window entries (0: unset)");
+                is_int(c->ota_download_delay_max, windows[i].delay, "windows: download_delay_max");
+        }
+}
+
 /* ---- the rest of the interface ---- */
 
 static Config *load_good(const char *file)
@@ -640,7 +761,7 @@ static void test_known_keys(void)
                         abort();
                 ok(man && strstr(man, bold) && example && strstr(example, assign), msg);
         }
-        is_int(n, 32, "config_known_keys lists every key");
+        is_int(n, 35, "config_known_keys lists every key");
 }
 
 /* ---- the defaults of state_dir and ota.hook: there on a device, maybe not here ---- */
@@ -774,6 +895,7 @@ int main(void)
         test_bad();
         test_unreadable();
         test_generated();
+        test_windows();
         test_session_equal();
         test_known_keys();
         test_defaults();
