@@ -148,7 +148,7 @@ typedef struct Key {
 #define PATH(f) { KEY_PATH, FIELD(f) }
 #define BOOL(f) { KEY_BOOL, FIELD(f) }
 #define INT(f, lo, hi) { KEY_INT, FIELD(f), lo, hi }
-#define WINDOW(f) { KEY_WINDOW, FIELD(f) }
+#define WINDOW(f) { KEY_WINDOW, offsetof(Config, f) } /* a Window *: no size needed */
 
 static const Key keys[_K_MAX] = {
         [K_STATE_DIR] = PATH(state_dir),
@@ -637,11 +637,11 @@ static void loader_take_bool(Loader *l, KeyId k, const config_setting_t *s)
 /* V for a message: at most QUOTE_MAX bytes, control characters escaped, "..." when cut. */
 static const char *quote_value(const char *v, char buf[static 4 * QUOTE_MAX + 4])
 {
-        size_t len = strnlen(v, QUOTE_MAX + 1);
+        size_t len = strnlen(v, QUOTE_MAX + 1), n;
 
-        escape_control(v, MIN(len, (size_t)QUOTE_MAX), buf, 4 * QUOTE_MAX + 1);
+        n = escape_control(v, MIN(len, (size_t)QUOTE_MAX), buf, 4 * QUOTE_MAX + 1);
         if (len > QUOTE_MAX)
-                strcat(buf, "...");
+                memcpy(buf + n, "...", sizeof("..."));
         return buf;
 }
 

@@ -76,11 +76,11 @@ static int parse_error(char *error, size_t size, const char *format, ...)
 /* Up to QUOTE_MAX bytes at P, control characters escaped, "..." when cut: for a message. */
 static const char *quote(const char *p, char buf[static 4 * QUOTE_MAX + 4])
 {
-        size_t len = strnlen(p, QUOTE_MAX + 1);
+        size_t len = strnlen(p, QUOTE_MAX + 1), n;
 
-        escape_control(p, MIN(len, (size_t)QUOTE_MAX), buf, 4 * QUOTE_MAX + 1);
+        n = escape_control(p, MIN(len, (size_t)QUOTE_MAX), buf, 4 * QUOTE_MAX + 1);
         if (len > QUOTE_MAX)
-                strcat(buf, "...");
+                memcpy(buf + n, "...", sizeof("..."));
         return buf;
 }
 
@@ -218,8 +218,8 @@ static int parse_time(const char **p, bool as_end, uint32_t *ret, char *error, s
 int window_entry_parse(const char *s, WindowEntry *ret, char *error, size_t error_size)
 {
         char q[4 * QUOTE_MAX + 4];
+        uint32_t start = 0, end = 0; /* set by parse_time() unless it fails */
         uint8_t days = 0x7f;
-        uint32_t start, end;
         const char *p;
         int r;
 
