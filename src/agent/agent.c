@@ -283,6 +283,21 @@ static int on_bus_report_now(void *userdata)
         return 0;
 }
 
+/* InstallNow(), RebootNow() over D-Bus. */
+static int on_bus_install_now(void *userdata)
+{
+        Agent *a = userdata;
+
+        return ota_install_now(a->ota);
+}
+
+static int on_bus_reboot_now(void *userdata)
+{
+        Agent *a = userdata;
+
+        return ota_reboot_now(a->ota);
+}
+
 static void on_ota_report(Ota *o, void *userdata)
 {
         Agent *a = userdata;
@@ -769,6 +784,8 @@ int agent_run(Agent *a)
         static const int signals[] = { SIGTERM, SIGINT, SIGHUP };
         static const BusCallbacks bus_callbacks = {
                 .report_now = on_bus_report_now,
+                .install_now = on_bus_install_now,
+                .reboot_now = on_bus_reboot_now,
         };
         sigset_t mask;
         int r;

@@ -30,6 +30,7 @@
 #define BUS_RETRY_MAX_USEC (30 * USEC_PER_SEC)
 #define BUS_RETRY_WATCHED_USEC (300 * USEC_PER_SEC)
 #define BUS_ERROR_NOT_CONNECTED "com.krtyun.Krtiot1.Error.NotConnected"
+#define BUS_ERROR_NOT_WAITING "com.krtyun.Krtiot1.Error.NotWaiting"
 
 struct Bus {
         sd_event *event;
@@ -73,6 +74,8 @@ static const struct {
         { STATUS_LAST_ERROR, "LastError" },
         { STATUS_LAST_JOB_RESULT, "LastJobResult" },
         { STATUS_TEXT, "StatusText" },
+        { STATUS_WAITING_FOR, "WaitingFor" },
+        { STATUS_WAITING_UNTIL, "WaitingUntil" },
 };
 
 static int property_get(sd_bus *bus, const char *path, const char *interface, const char *property,
@@ -117,6 +120,10 @@ static int property_get(sd_bus *bus, const char *path, const char *interface, co
                 return sd_bus_message_append(reply, "s", status_last_job_result(s));
         if (strcmp(property, "StatusText") == 0)
                 return sd_bus_message_append(reply, "s", status_text(s));
+        if (strcmp(property, "WaitingFor") == 0)
+                return sd_bus_message_append(reply, "s", status_waiting_for(s));
+        if (strcmp(property, "WaitingUntil") == 0)
+                return sd_bus_message_append(reply, "t", status_waiting_until(s));
         return sd_bus_error_setf(error, SD_BUS_ERROR_UNKNOWN_PROPERTY, "Unknown property %s.", property);
 }
 
@@ -166,6 +173,27 @@ static int method_report_now(sd_bus_message *m, void *userdata, sd_bus_error *er
         return sd_bus_reply_method_return(m, NULL);
 }
 
+/* InstallNow(), RebootNow(): a job that waits for its window (or its download delay) goes on at once. */
+static int method_release(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+        Bus *b = userdata;
+        bool install = strcmp(sd_bus_message_get_member(m), "InstallNow") == 0;
+        int (*release)(void *) = install ? b->callbacks.install_now : b->callbacks.reboot_now;
+        int r;
+
+        r = check_root(m, error);
+        if (r < 0)
+                return r;
+        r = release ? release(b->userdata) : -ENOENT;
+        if (r == -ENOENT)
+                return sd_bus_error_setf(error, BUS_ERROR_NOT_WAITING, install ? "No update waits to be installed."
+                                                                               : "No update waits for a reboot.");
+        if (r < 0)
+                return sd_bus_error_set_errnof(error, r, "Cannot release the update: %s", strerror(-r));
+        log_notice("%s asked for over D-Bus.", install ? "Installing now" : "Rebooting now");
+        return sd_bus_reply_method_return(m, NULL);
+}
+
 #define PROPERTY(name, sig) SD_BUS_PROPERTY(name, sig, property_get, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE)
 
 static const sd_bus_vtable vtable[] = {
@@ -188,9 +216,13 @@ static const sd_bus_vtable vtable[] = {
         PROPERTY("LastError", "s"),
         PROPERTY("LastJobResult", "s"),
         PROPERTY("StatusText", "s"),
+        PROPERTY("WaitingFor", "s"),
+        PROPERTY("WaitingUntil", "t"),
         /* Access is checked by method_report_now() itself (check_root()), not by sd-bus's own rule, which
          * would also let in our own user. */
         SD_BUS_METHOD("ReportNow", "", "", method_report_now, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD("InstallNow", "", "", method_release, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD("RebootNow", "", "", method_release, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_SIGNAL_WITH_NAMES("JobFinished", "ssbs",
                                  SD_BUS_PARAM(id) SD_BUS_PARAM(target_version) SD_BUS_PARAM(success)
                                          SD_BUS_PARAM(reason),

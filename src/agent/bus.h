@@ -24,6 +24,9 @@ typedef struct Bus Bus;
 typedef struct BusCallbacks {
         /* ReportNow(): 0 once a report is on its way, or -ENOTCONN when not logged in with the device secret. */
         int (*report_now)(void *userdata);
+        /* InstallNow(), RebootNow(): 0 once the waiting job goes on, or -ENOENT when none waits for that. */
+        int (*install_now)(void *userdata);
+        int (*reboot_now)(void *userdata);
 } BusCallbacks;
 
 /*

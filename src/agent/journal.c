@@ -54,6 +54,7 @@ Job *job_free(Job *j)
         free(j->sha256);
         free(j->etag);
         free(j->last_modified);
+        free(j->reboot_wait_boot);
         free(j->reason);
         free(j);
         return NULL;
@@ -151,6 +152,7 @@ static const struct {
         { "etag", offsetof(Job, etag), false },
         { "last_modified", offsetof(Job, last_modified), false },
         { "reason", offsetof(Job, reason), false },
+        { "reboot_wait_boot", offsetof(Job, reboot_wait_boot), false },
 };
 
 #define JOB_STRING(j, i) ((char **)((uint8_t *)(j) + job_strings[i].offset))

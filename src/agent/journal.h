@@ -50,6 +50,9 @@ typedef struct Job {
         char *etag, *last_modified;
         uint64_t fetched; /* bytes the download fetched for this job, in all runs ("fetched"; absent = 0) */
         char *reason; /* why it failed */
+        /* reboot-pending, the reboot not asked for yet (ota.reboot_window): the boot ID then, so that a
+         * restart of the agent in the same boot keeps waiting ("reboot_wait_boot"; absent = asked for) */
+        char *reboot_wait_boot;
 } Job;
 
 typedef struct JournalEntry {

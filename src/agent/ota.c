@@ -40,6 +40,7 @@
 #include <unistd.h>
 
 #include "build-config.h"
+#include "clock.h"
 #include "fetcher.h"
 #include "journal.h"
 #include "log.h"
@@ -61,6 +62,14 @@
 
 typedef void (*VersionThen)(Ota *o, const char *running);
 
+/* What the job waits for, if anything (ota.download_delay_max, ota.install_window, ota.reboot_window). */
+typedef enum OtaWait {
+        OTA_WAIT_NONE,
+        OTA_WAIT_DOWNLOAD, /* the random delay before the download */
+        OTA_WAIT_INSTALL,  /* verified: the install window */
+        OTA_WAIT_REBOOT,   /* installed, reboot-pending: the reboot window */
+} OtaWait;
+
 struct Ota {
         sd_event *event;
         Config *config; /* a reference of our own */
@@ -80,9 +89,16 @@ struct Ota {
         char *unsent[OTA_MAX_UNSENT]; /* progress messages made while offline, oldest first */
         size_t n_unsent;
         sd_event_source *save_timer; /* a coalesced journal write (refusals) is due */
+
+        ClockWatch *clock;           /* windows are judged by a synchronised clock only */
+        OtaWait waiting;
+        sd_event_source *wait_timer; /* the delay ends, or the window opens */
+        bool wait_told;              /* the platform and the log were told of this wait */
+        bool released;               /* InstallNow(): this job's install waits for no window */
 };
 
 static void ota_run_queued(Ota *o);
+static void ota_wait_end(Ota *o);
 
 /* ---- small helpers ---- */
 
@@ -218,6 +234,8 @@ static void ota_fail(Ota *o, const char *reason)
 
         o->download = fetcher_free(o->download);
         o->resolving = false;
+        ota_wait_end(o);
+        o->released = false;
         log_error("Update to %s (command %s) failed: %s.", j->target, j->id, reason);
         job_unlink(o, j, "part");
         job_unlink(o, j, "img");
@@ -303,6 +321,239 @@ static int ota_ask(Ota *o, const InstallRequest *req, unsigned timeout_sec, Inst
                                 install_call_timeout(timeout_sec), done, o, ret);
 }
 
+/* ---- waiting: the download's random delay, the install and reboot windows ---- */
+
+static void ota_install(Ota *o);
+static void ota_reboot(Ota *o);
+static void ota_download(Ota *o);
+static void ota_install_when_allowed(Ota *o);
+static void ota_reboot_when_allowed(Ota *o);
+
+static void ota_wait_end(Ota *o)
+{
+        o->wait_timer = sd_event_source_disable_unref(o->wait_timer);
+        o->waiting = OTA_WAIT_NONE;
+        o->wait_told = false;
+        status_set_wait(o->status, NULL, 0, NULL);
+}
+
+/* The wait is over, or is to be judged again (a window opened, the clock changed). */
+static void ota_go_on(Ota *o)
+{
+        switch (o->waiting) {
+        case OTA_WAIT_DOWNLOAD:
+                ota_wait_end(o);
+                ota_download(o);
+                break;
+        case OTA_WAIT_INSTALL:
+                ota_install_when_allowed(o);
+                break;
+        case OTA_WAIT_REBOOT:
+                ota_reboot_when_allowed(o);
+                break;
+        default:
+                break;
+        }
+}
+
+static int on_wait_timer(sd_event_source *s, uint64_t usec, void *userdata)
+{
+        ota_go_on(userdata);
+        return 0;
+}
+
+static void on_clock_changed(ClockWatch *w, void *userdata)
+{
+        Ota *o = userdata;
+
+        if (o->waiting == OTA_WAIT_INSTALL || o->waiting == OTA_WAIT_REBOOT)
+                ota_go_on(o);
+}
+
+static uint64_t now_realtime_usec(void)
+{
+        struct timespec ts;
+
+        clock_gettime(CLOCK_REALTIME, &ts);
+        return (uint64_t)ts.tv_sec * USEC_PER_SEC + (uint64_t)ts.tv_nsec / 1000;
+}
+
+/*
+ * Whether window W (NULL: any time) allows now. If not: *RET_OPENS is when
+ * it opens, or 0 when that cannot be known yet, *RET_WHY saying why.
+ */
+static bool ota_window_allows(Ota *o, const Window *w, time_t *ret_opens, const char **ret_why)
+{
+        time_t when = 0;
+        int r;
+
+        *ret_opens = 0;
+        *ret_why = NULL;
+        if (!w)
+                return true;
+        if (o->clock && !clock_watch_synchronized(o->clock, ret_why))
+                return false;
+        r = window_check(w, time(NULL), &when);
+        if (r < 0) {
+                log_warning_errno(r, "Cannot judge the update window: %m. Going on as if it were open.");
+                return true;
+        }
+        if (r == WINDOW_INSIDE)
+                return true;
+        *ret_opens = when;
+        return false;
+}
+
+/* The job waits for WHAT's window, which opens at OPENS (0: not known; WHY says why). */
+static void ota_wait_window(Ota *o, OtaWait what, time_t opens, const char *why)
+{
+        Job *j = ota_job(o);
+        const char *name = what == OTA_WAIT_INSTALL ? "install" : "reboot";
+        char when[WINDOW_TIME_MAX], reason[192];
+        int r;
+
+        o->waiting = what;
+        o->wait_timer = sd_event_source_disable_unref(o->wait_timer);
+        if (opens > 0) {
+                window_format_time(opens, when, sizeof(when));
+                (void)snprintf(reason, sizeof(reason), "the %s window opens %s", name, when);
+                r = sd_event_add_time(o->event, &o->wait_timer, CLOCK_REALTIME, (uint64_t)opens * USEC_PER_SEC, 1,
+                                      on_wait_timer, o);
+                if (r < 0)
+                        log_error_errno(r, "Cannot arm the %s window's timer: %m", name);
+                else
+                        (void)sd_event_source_set_description(o->wait_timer, "ota-window");
+        } else
+                (void)snprintf(reason, sizeof(reason), "%s", why ? why : "the window's opening is not known");
+
+        if (what == OTA_WAIT_INSTALL)
+                status_set_wait(o->status, name, (uint64_t)opens * USEC_PER_SEC,
+                                "Updating to %s: downloaded; waiting for the install window: %s", j->target,
+                                opens > 0 ? when : reason);
+        else
+                status_set_wait(o->status, name, (uint64_t)opens * USEC_PER_SEC,
+                                "Update to %s installed; waiting for the reboot window: %s", j->target,
+                                opens > 0 ? when : reason);
+        if (!o->wait_told) {
+                log_notice("Update to %s (command %s) waits: %s.", j->target, j->id, reason);
+                ota_progress(o, "WAITING", 100, reason);
+                o->wait_told = true;
+        }
+}
+
+static void ota_install_when_allowed(Ota *o)
+{
+        const char *why;
+        time_t opens;
+
+        if (!o->released && !ota_window_allows(o, o->config->ota_install_window, &opens, &why)) {
+                ota_wait_window(o, OTA_WAIT_INSTALL, opens, why);
+                return;
+        }
+        if (o->waiting == OTA_WAIT_INSTALL)
+                log_info("The install window is open.");
+        ota_wait_end(o);
+        ota_install(o);
+}
+
+static int read_boot_id(char **ret)
+{
+        return read_one_line_file("/proc/sys/kernel/random/boot_id", ret);
+}
+
+static void ota_reboot_when_allowed(Ota *o)
+{
+        Job *j = ota_job(o);
+        const char *why;
+        time_t opens;
+
+        if (!ota_window_allows(o, o->config->ota_reboot_window, &opens, &why)) {
+                if (!j->reboot_wait_boot) {
+                        /* Until the reboot is asked for, a restart in this boot keeps waiting (ota_start). */
+                        if (read_boot_id(&j->reboot_wait_boot) < 0)
+                                log_warning("Cannot read the boot ID: a restart of krtiotd before the reboot window "
+                                            "opens will count as the reboot.");
+                        else
+                                (void)ota_save(o);
+                }
+                ota_wait_window(o, OTA_WAIT_REBOOT, opens, why);
+                return;
+        }
+        if (o->waiting == OTA_WAIT_REBOOT)
+                log_info("The reboot window is open.");
+        ota_wait_end(o);
+        if (j->reboot_wait_boot) {
+                j->reboot_wait_boot = mfree(j->reboot_wait_boot);
+                (void)ota_save(o);
+        }
+        ota_progress(o, "REBOOTING", 100, NULL);
+        ota_reboot(o);
+}
+
+/* The download starts now, or after a random delay of at most ota.download_delay_max. */
+static void ota_download_when_due(Ota *o)
+{
+        Job *j = ota_job(o);
+        unsigned max = o->config->ota_download_delay_max;
+        uint64_t delay;
+        int r;
+
+        if (max == 0 || j->offset > 0 || o->released) {
+                ota_download(o);
+                return;
+        }
+        delay = random_below((uint64_t)max * USEC_PER_SEC + 1);
+        o->wait_timer = sd_event_source_disable_unref(o->wait_timer);
+        r = sd_event_add_time_relative(o->event, &o->wait_timer, CLOCK_MONOTONIC, delay, USEC_PER_SEC / 100,
+                                       on_wait_timer, o);
+        if (r < 0) {
+                log_warning_errno(r, "Cannot arm the download delay: %m. Downloading now.");
+                ota_download(o);
+                return;
+        }
+        (void)sd_event_source_set_description(o->wait_timer, "ota-download-delay");
+        o->waiting = OTA_WAIT_DOWNLOAD;
+        log_info("Downloading %s in %.1f s (a random delay of at most ota.download_delay_max = %u s).", j->target,
+                 (double)delay / USEC_PER_SEC, max);
+        status_set_wait(o->status, "download", now_realtime_usec() + delay,
+                        "Updating to %s: the download starts in %llu s (ota.download_delay_max)", j->target,
+                        (unsigned long long)((delay + USEC_PER_SEC / 2) / USEC_PER_SEC));
+}
+
+int ota_install_now(Ota *o)
+{
+        switch (o->waiting) {
+        case OTA_WAIT_DOWNLOAD:
+                o->released = true;
+                ota_wait_end(o);
+                ota_download(o);
+                return 0;
+        case OTA_WAIT_INSTALL:
+                o->released = true;
+                ota_wait_end(o);
+                ota_install(o);
+                return 0;
+        default:
+                return -ENOENT;
+        }
+}
+
+int ota_reboot_now(Ota *o)
+{
+        Job *j = ota_job(o);
+
+        if (o->waiting != OTA_WAIT_REBOOT)
+                return -ENOENT;
+        ota_wait_end(o);
+        if (j->reboot_wait_boot) {
+                j->reboot_wait_boot = mfree(j->reboot_wait_boot);
+                (void)ota_save(o);
+        }
+        ota_progress(o, "REBOOTING", 100, NULL);
+        ota_reboot(o);
+        return 0;
+}
+
 /* ---- install ---- */
 
 static void on_reboot_answer(InstallCall *call, int error, const InstallAnswer *answer, const char *reason,
@@ -375,8 +626,7 @@ static void ota_install_ended(Ota *o, int error, const InstallAnswer *answer, co
         if (answer->type == INSTALL_ANSWER_DONE && answer->outcome == INSTALL_OUTCOME_REBOOT) {
                 log_notice("The install hook installed %s; a reboot activates it.", j->target);
                 ota_set_phase(o, JOB_REBOOT_PENDING);
-                ota_progress(o, "REBOOTING", 100, NULL);
-                ota_reboot(o);
+                ota_reboot_when_allowed(o);
                 ota_run_queued(o);
                 return;
         }
@@ -483,7 +733,7 @@ static void on_download_done(Fetcher *d, int result, const char *reason, void *u
         }
         shown = url_redact(j->url);
         log_info("Downloaded %s (SHA-256 %s).", shown ? shown : "the image", sha256 ? sha256 : "?");
-        ota_install(o);
+        ota_install_when_allowed(o);
 }
 
 static int ensure_download_dir(const Ota *o)
@@ -628,7 +878,7 @@ static void on_accepted_version(Ota *o, const char *running)
                 return;
         }
         log_notice("Updating from %s to %s (command %s).", running ? running : VERSION_UNKNOWN, j->target, j->id);
-        ota_download(o);
+        ota_download_when_due(o);
 }
 
 /* Ends the current job, if one is under way, because J replaces it. */
@@ -637,6 +887,8 @@ static void ota_drop_active(Ota *o, Job *old, const Job *j)
         if (!old || old->phase == JOB_DONE || old->phase == JOB_FAILED)
                 return;
         log_notice("Command %s replaces the unfinished update to %s (command %s).", j->id, old->target, old->id);
+        ota_wait_end(o);
+        o->released = false;
         o->download = fetcher_free(o->download);
         job_unlink(o, old, "part");
         job_unlink(o, old, "img");
@@ -916,9 +1168,9 @@ void ota_start(Ota *o)
         case JOB_VERIFYING: {
                 _cleanup_free_ char *image = job_path(o, j, "img");
 
-                /* The image was checked; no install was asked for yet. */
+                /* The image was checked; no install was asked for yet (it may wait for its window). */
                 if (image && access(image, F_OK) == 0)
-                        ota_install(o);
+                        ota_install_when_allowed(o);
                 else
                         ota_download(o);
                 break;
@@ -927,6 +1179,16 @@ void ota_start(Ota *o)
                 ota_ask_outcome(o);
                 break;
         case JOB_REBOOT_PENDING:
+                if (j->reboot_wait_boot) {
+                        _cleanup_free_ char *boot = NULL;
+
+                        if (read_boot_id(&boot) >= 0 && strcmp(boot, j->reboot_wait_boot) == 0) {
+                                /* Not rebooted since: still waiting for the reboot window. */
+                                ota_reboot_when_allowed(o);
+                                break;
+                        }
+                        j->reboot_wait_boot = mfree(j->reboot_wait_boot); /* rebooted meanwhile */
+                }
                 /* No version report until this is decided: the platform counts a report of the target as
                  * success, which it is only once the hook has committed it. */
                 o->resolving = true;
@@ -950,6 +1212,9 @@ int ota_new(sd_event *event, Config *config, Status *status, const OtaCallbacks 
         o->event = sd_event_ref(event);
         o->config = config_ref(config);
         o->status = status;
+        if (clock_watch_new(event, on_clock_changed, o, &o->clock) < 0)
+                log_warning("Cannot watch the system clock: update windows are judged without knowing whether "
+                            "it is synchronised.");
         o->callbacks = *callbacks;
         o->userdata = userdata;
         *ret = o;
@@ -970,6 +1235,8 @@ Ota *ota_free(Ota *o)
         if (o->save_timer && o->journal)
                 (void)ota_save(o); /* what waited is written before we go */
         sd_event_source_disable_unref(o->save_timer);
+        sd_event_source_disable_unref(o->wait_timer);
+        clock_watch_free(o->clock);
         fetcher_free(o->download);
         install_call_free(o->install);
         install_call_free(o->version);

@@ -51,5 +51,14 @@ void ota_connected(Ota *o);
 /* Whether version reports must wait (a job's commit after a reboot is being decided). */
 bool ota_holds_reports(const Ota *o);
 
+/*
+ * InstallNow(): the job waiting for its download delay or its install
+ * window goes on at once (and waits for no window until it is installed).
+ * RebootNow(): the job waiting for its reboot window asks for the reboot
+ * now. Return 0, or -ENOENT when no job waits for that.
+ */
+int ota_install_now(Ota *o);
+int ota_reboot_now(Ota *o);
+
 /* Whether a job is under way. */
 bool ota_active(const Ota *o);

@@ -53,6 +53,8 @@ struct Status {
         bool committing;
         uint64_t done, total;
         char *last_error, *last_job_result;
+        char *waiting_for, *wait_text;
+        uint64_t waiting_until;
 
         const char *state; /* as last published */
         char text[TEXT_MAX];
@@ -132,6 +134,8 @@ static const char *status_compute_state(const Status *s)
         if (s->link == STATUS_LINK_STOPPING)
                 return "stopping";
         if (phase_active(s->job_phase)) {
+                if (s->waiting_for)
+                        return "waiting";
                 if (s->job_phase == JOB_REBOOT_PENDING && s->committing)
                         return "committing";
                 return job_phase_to_string(s->job_phase);
@@ -147,6 +151,8 @@ static void status_render(const Status *s, char out[TEXT_MAX])
 
         if (s->link == STATUS_LINK_STOPPING)
                 r = asprintf(&base, "Stopping");
+        else if (phase_active(s->job_phase) && s->waiting_for && s->wait_text)
+                r = asprintf(&base, "%s", s->wait_text);
         else if (phase_active(s->job_phase))
                 switch (s->job_phase) {
                 case JOB_DOWNLOADING:
@@ -581,6 +587,36 @@ const char *status_last_job_result(const Status *s)
         return str(s->last_job_result);
 }
 
+const char *status_waiting_for(const Status *s)
+{
+        return phase_active(s->job_phase) ? str(s->waiting_for) : "";
+}
+
+uint64_t status_waiting_until(const Status *s)
+{
+        return phase_active(s->job_phase) && s->waiting_for ? s->waiting_until : 0;
+}
+
+void status_set_wait(Status *s, const char *what, uint64_t until_usec, const char *format, ...)
+{
+        uint32_t changed = 0;
+        va_list ap;
+
+        if (field_set(&s->waiting_for, what))
+                changed |= STATUS_WAITING_FOR | STATUS_STATE;
+        if (!what)
+                until_usec = 0;
+        if (until_usec != s->waiting_until) {
+                s->waiting_until = until_usec;
+                changed |= STATUS_WAITING_UNTIL;
+        }
+        va_start(ap, format);
+        if (field_vset(&s->wait_text, what ? format : NULL, ap))
+                changed |= STATUS_TEXT;
+        va_end(ap);
+        status_changed(s, changed);
+}
+
 /* ---- lifecycle ---- */
 
 int status_new(sd_event *event, Status **ret)
@@ -640,6 +676,8 @@ Status *status_free(Status *s)
         free(s->job_reason);
         free(s->last_error);
         free(s->last_job_result);
+        free(s->waiting_for);
+        free(s->wait_text);
         free(s);
         return NULL;
 }

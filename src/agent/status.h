@@ -55,6 +55,8 @@ typedef enum StatusField {
         STATUS_LAST_ERROR = 1u << 15,
         STATUS_LAST_JOB_RESULT = 1u << 16,
         STATUS_TEXT = 1u << 17,
+        STATUS_WAITING_FOR = 1u << 18,
+        STATUS_WAITING_UNTIL = 1u << 19,
 } StatusField;
 
 #define STATUS_PROGRESS_FIELDS (STATUS_JOB_PROGRESS | STATUS_JOB_BYTES_DONE | STATUS_JOB_BYTES_TOTAL)
@@ -114,6 +116,15 @@ void status_set_job(Status *s, const Job *j, bool committing);
 /* The download's progress: DONE bytes on disk of TOTAL (0 = unknown). */
 void status_set_job_progress(Status *s, uint64_t done, uint64_t total);
 
+/*
+ * The job waits (State "waiting"): FOR is "download" (the random delay of
+ * ota.download_delay_max), "install" or "reboot" (their windows), NULL when
+ * it does not wait. UNTIL_USEC: CLOCK_REALTIME when the wait should end, 0
+ * when not known (the clock is not synchronised). FORMAT (printf) is what
+ * STATUS= says meanwhile.
+ */
+void status_set_wait(Status *s, const char *what, uint64_t until_usec, const char *format, ...) _printf_(4, 5);
+
 /* Publishes what changed now, without waiting for the loop (before READY=1, at exit). */
 void status_flush(Status *s);
 
@@ -140,3 +151,5 @@ uint64_t status_job_bytes_done(const Status *s);
 uint64_t status_job_bytes_total(const Status *s);
 const char *status_last_error(const Status *s);
 const char *status_last_job_result(const Status *s);
+const char *status_waiting_for(const Status *s);
+uint64_t status_waiting_until(const Status *s);
