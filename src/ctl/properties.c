@@ -38,6 +38,8 @@ static const PropertyInfo property_table[] = {
         { "LastError", 's', offsetof(Properties, last_error) },
         { "LastJobResult", 's', offsetof(Properties, last_job_result) },
         { "StatusText", 's', offsetof(Properties, status_text) },
+        { "WaitingFor", 's', offsetof(Properties, waiting_for) },
+        { "WaitingUntil", 't', offsetof(Properties, waiting_until) },
 };
 
 const char *properties_name(size_t i)

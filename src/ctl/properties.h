@@ -39,6 +39,8 @@ typedef struct Properties {
         char *last_error;
         char *last_job_result;
         char *status_text;
+        char *waiting_for;      /* "download", "install", "reboot"; empty: the job does not wait */
+        uint64_t waiting_until; /* µs since the epoch, CLOCK_REALTIME; 0: not known */
 } Properties;
 
 /* Frees the strings and zeroes *P (empty strings read as NULL then). Accepts a zeroed record. */
@@ -65,7 +67,7 @@ int properties_read(Properties *p, sd_bus_message *m);
  * The JSON object of `krtiotctl status --json`: every property of the
  * contract, exactly once, under its D-Bus name, in the contract's order;
  * strings as strings (empty when unset), booleans, and numbers as integers
- * (LastReport in µs). One line, no trailing newline. Returns 0 and *RET
+ * (LastReport, WaitingUntil in µs). One line, no trailing newline. Returns 0 and *RET
  * (free() it), or -ENOMEM.
  */
 int properties_to_json(const Properties *p, char **ret);

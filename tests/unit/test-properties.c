@@ -52,7 +52,7 @@ static sd_bus_message *message_new(int (*fill)(sd_bus_message *m))
 
 static int fill_all(sd_bus_message *m)
 {
-        return sd_bus_message_append(m, "{sv}{sv}{sv}{sv}{sv}{sv}{sv}{sv}{sv}{sv}{sv}{sv}{sv}{sv}{sv}{sv}{sv}{sv}",
+        return sd_bus_message_append(m, "{sv}{sv}{sv}{sv}{sv}{sv}{sv}{sv}{sv}{sv}{sv}{sv}{sv}{sv}{sv}{sv}{sv}{sv}{sv}{sv}",
                                      "State", "s", "downloading",
                                      "Registered", "b", 1,
                                      "Connected", "b", 0,
@@ -70,7 +70,9 @@ static int fill_all(sd_bus_message *m)
                                      "JobBytesTotal", "t", (uint64_t)27262976,
                                      "LastError", "s", "",
                                      "LastJobResult", "s", "failed: hash mismatch",
-                                     "StatusText", "s", "Downloading 2.0.1/url");
+                                     "StatusText", "s", "Downloading 2.0.1/url",
+                                     "WaitingFor", "s", "install",
+                                     "WaitingUntil", "t", (uint64_t)1795960800000000ULL);
 }
 
 static int fill_odd(sd_bus_message *m)
@@ -89,7 +91,7 @@ static void test_read(void)
         Properties p = {};
 
         m = message_new(fill_all);
-        is_int(properties_read(&p, m), 18, "all 18 properties read");
+        is_int(properties_read(&p, m), 20, "all 20 properties read");
         is_str(p.state, "downloading", "State");
         ok(p.registered && !p.connected, "Registered, Connected");
         is_str(p.broker, "tcp://iot.krtyun.com:16007", "Broker");
@@ -106,6 +108,8 @@ static void test_read(void)
         is_str(p.last_error, "", "LastError");
         is_str(p.last_job_result, "failed: hash mismatch", "LastJobResult");
         is_str(p.status_text, "Downloading 2.0.1/url", "StatusText");
+        is_str(p.waiting_for, "install", "WaitingFor");
+        ok(p.waiting_until == 1795960800000000ULL, "WaitingUntil");
 
         odd = message_new(fill_odd);
         is_int(properties_read(&p, odd), 2, "an update: two of five taken");
@@ -159,8 +163,15 @@ static void test_json(void)
                 is_str(key, properties_name(i), "the keys are the contract's, in its order");
                 i++;
         }
-        is_int(i, 18, "18 keys, no more");
-        ok(!properties_name(18), "and the contract has 18");
+        is_int(i, 20, "20 keys, no more");
+        ok(!properties_name(20), "and the contract has 20");
+        is_str(properties_name(18), "WaitingFor", "WaitingFor after the 18 of the first contract");
+        ok(json_object_object_get_ex(o, "WaitingFor", &v) && json_object_is_type(v, json_type_string) &&
+                   strcmp(json_object_get_string(v), "install") == 0,
+           "WaitingFor: a string");
+        ok(json_object_object_get_ex(o, "WaitingUntil", &v) && json_object_is_type(v, json_type_int) &&
+                   json_object_get_uint64(v) == 1795960800000000ULL,
+           "WaitingUntil: an integer of µs");
         ok(json_object_object_get_ex(o, "LastReport", &v) && json_object_is_type(v, json_type_int) &&
                    json_object_get_uint64(v) == 1795951190123456ULL,
            "LastReport: an integer of µs");
@@ -178,7 +189,7 @@ static void test_json(void)
                "{\"State\":\"\",\"Registered\":false,\"Connected\":false,\"Broker\":\"\",\"ProductId\":\"\","
                "\"DeviceId\":\"\",\"HardwareVersion\":\"\",\"FirmwareVersion\":\"\",\"LastReport\":0,\"JobId\":\"\","
                "\"JobTargetVersion\":\"\",\"JobPhase\":\"\",\"JobProgress\":0,\"JobBytesDone\":0,\"JobBytesTotal\":0,"
-               "\"LastError\":\"\",\"LastJobResult\":\"\",\"StatusText\":\"\"}",
+               "\"LastError\":\"\",\"LastJobResult\":\"\",\"StatusText\":\"\",\"WaitingFor\":\"\",\"WaitingUntil\":0}",
                "empty: strings empty, numbers 0, booleans false");
 }
 
