@@ -97,22 +97,114 @@ const char *format_timespan(char *buf, size_t size, uint64_t usec)
         return buf;
 }
 
-const char *format_timestamp(char *buf, size_t size, uint64_t then, uint64_t now)
+const char *format_date(char *buf, size_t size, uint64_t then)
 {
-        char date[FORMAT_TIMESTAMP_MAX] = "", span[FORMAT_SHORT_MAX];
         time_t t = (time_t)(then / USEC_PER_SEC);
         struct tm tm;
+
+        if (!localtime_r(&t, &tm) || strftime(buf, size, "%a %Y-%m-%d %H:%M:%S %Z", &tm) == 0)
+                snprintf(buf, size, "@%" PRIu64, then / USEC_PER_SEC);
+        return buf;
+}
+
+const char *format_timestamp(char *buf, size_t size, uint64_t then, uint64_t now)
+{
+        char date[FORMAT_TIMESTAMP_MAX], span[FORMAT_SHORT_MAX];
 
         if (then == 0) {
                 snprintf(buf, size, "never");
                 return buf;
         }
-        if (!localtime_r(&t, &tm) || strftime(date, sizeof(date), "%a %Y-%m-%d %H:%M:%S %Z", &tm) == 0)
-                snprintf(date, sizeof(date), "@%" PRIu64, then / USEC_PER_SEC);
+        format_date(date, sizeof(date), then);
         if (then <= now)
                 snprintf(buf, size, "%s; %s ago", date, format_timespan(span, sizeof(span), now - then));
         else
                 snprintf(buf, size, "%s; in %s", date, format_timespan(span, sizeof(span), then - now));
+        return buf;
+}
+
+/* How a wait is told: what (WaitingFor in words, escaped when not known) and, for a window, that it opens. */
+typedef struct WaitWords {
+        char what[64];  /* "install window", "the download's random delay" */
+        bool window;
+} WaitWords;
+
+/* Returns false when P does not wait. */
+static bool wait_words(WaitWords *w, const Properties *p)
+{
+        const char *f = p->waiting_for;
+
+        if (!f || !*f)
+                return false;
+        w->window = strcmp(f, "install") == 0 || strcmp(f, "reboot") == 0;
+        if (w->window)
+                snprintf(w->what, sizeof(w->what), "%s window", f);
+        else if (strcmp(f, "download") == 0)
+                snprintf(w->what, sizeof(w->what), "the download's random delay");
+        else
+                /* A word newer than this client: as it is. */
+                escape_control(f, strlen(f), w->what, sizeof(w->what));
+        return true;
+}
+
+/* "in 3 h 12 min", or "now" when THEN is not after NOW. Returns BUF. */
+static const char *time_left(char *buf, size_t size, uint64_t then, uint64_t now)
+{
+        char span[FORMAT_SHORT_MAX];
+
+        if (then <= now)
+                snprintf(buf, size, "now");
+        else
+                snprintf(buf, size, "in %s", format_timespan(span, sizeof(span), then - now));
+        return buf;
+}
+
+#define CLOCK_NOT_SYNCED "the clock is not synchronised yet"
+
+const char *format_waiting(char *buf, size_t size, const Properties *p, uint64_t now)
+{
+        char date[FORMAT_TIMESTAMP_MAX], left[FORMAT_SHORT_MAX];
+        WaitWords w;
+
+        if (!wait_words(&w, p))
+                snprintf(buf, size, "%s", "");
+        else if (p->waiting_until == 0)
+                snprintf(buf, size, "%s%s", w.what, w.window ? " (" CLOCK_NOT_SYNCED ")" : "");
+        else
+                snprintf(buf, size, "%s, %s %s (%s)", w.what, w.window ? "opens" : "until",
+                         format_date(date, sizeof(date), p->waiting_until),
+                         time_left(left, sizeof(left), p->waiting_until, now));
+        return buf;
+}
+
+/* "waiting for the install window until ..."; LEFT: and " (in 3 h)". */
+static const char *waiting_line(char *buf, size_t size, const Properties *p, bool left, uint64_t now)
+{
+        char date[FORMAT_TIMESTAMP_MAX], span[FORMAT_SHORT_MAX + 3] = "";
+        WaitWords w;
+
+        if (!wait_words(&w, p))
+                snprintf(buf, size, "%s", "");
+        else if (p->waiting_until == 0)
+                snprintf(buf, size, "waiting for %s%s%s", w.window ? "the " : "", w.what,
+                         w.window ? " (" CLOCK_NOT_SYNCED ")" : "");
+        else {
+                if (left) {
+                        char t[FORMAT_SHORT_MAX];
+
+                        snprintf(span, sizeof(span), " (%s)", time_left(t, sizeof(t), p->waiting_until, now));
+                }
+                snprintf(buf, size, "waiting for %s%s until %s%s", w.window ? "the " : "", w.what,
+                         format_date(date, sizeof(date), p->waiting_until), span);
+        }
+        return buf;
+}
+
+const char *format_waiting_line(char *buf, size_t size, const Properties *p, size_t width, uint64_t now)
+{
+        waiting_line(buf, size, p, true, now);
+        if (width < size)
+                buf[width] = '\0';
         return buf;
 }
 
@@ -185,6 +277,7 @@ int format_status(FILE *f, const Properties *p, uint64_t now)
 {
         _cleanup_free_ char *job = NULL;
         char when[FORMAT_TIMESTAMP_MAX + FORMAT_SHORT_MAX + 8];
+        char waiting[256];
         int r = 0;
 
         job = job_describe(p);
@@ -208,6 +301,8 @@ int format_status(FILE *f, const Properties *p, uint64_t now)
         LINE(status_line_escaped(f, "Firmware", p->firmware_version, "n/a"));
         LINE(status_line(f, "Last report", format_timestamp(when, sizeof(when), p->last_report, now)));
         LINE(status_line(f, "Job", job));
+        if (!is_empty(p->waiting_for))
+                LINE(status_line(f, "Waiting", format_waiting(waiting, sizeof(waiting), p, now)));
         LINE(status_line_escaped(f, "Last error", p->last_error, "none"));
         LINE(status_line_escaped(f, "Last job result", p->last_job_result, "none"));
 #undef LINE
@@ -275,6 +370,8 @@ const char *format_plain_line(char *buf, size_t size, const Properties *p)
 {
         char phase[48];
 
+        if (!is_empty(p->waiting_for))
+                return waiting_line(buf, size, p, false, 0);
         phase_escaped(phase, sizeof(phase), p);
         if (!is_downloading(p))
                 snprintf(buf, size, "%s", phase);

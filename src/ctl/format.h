@@ -46,6 +46,20 @@ const char *format_timespan(char *buf, size_t size, uint64_t usec);
  */
 const char *format_timestamp(char *buf, size_t size, uint64_t then, uint64_t now);
 
+/* THEN (µs since the epoch) in local time alone: "Mon 2026-11-30 02:00:00 CET". Returns BUF. */
+const char *format_date(char *buf, size_t size, uint64_t then);
+
+/*
+ * What a waiting job waits for (P's WaitingFor and WaitingUntil), for the
+ * Waiting line of `krtiotctl status`: "install window, opens Mon
+ * 2026-11-30 02:00:00 CET (in 3 h 12 min)", "reboot window, opens ...",
+ * "the download's random delay, until ... (in 42 s)"; a window without
+ * WaitingUntil "install window (the clock is not synchronised yet)". NOW
+ * (µs since the epoch) is for "in 3 h". Empty when P does not wait.
+ * Returns BUF.
+ */
+const char *format_waiting(char *buf, size_t size, const Properties *p, uint64_t now);
+
 /* Whether PHASE (a JobPhase) is one a job ends in: "done" or "failed". */
 bool format_phase_is_final(const char *phase);
 
@@ -66,9 +80,21 @@ int format_status(FILE *f, const Properties *p, uint64_t now);
 const char *format_progress_line(char *buf, size_t size, const Properties *p, int64_t rate, size_t width);
 
 /*
+ * The line of a terminal while the job waits (P's WaitingFor set), at most
+ * WIDTH characters, with the time left: "waiting for the install window
+ * until Mon 2026-11-30 02:00:00 CET (in 3 h 12 min)". NOW (µs since the
+ * epoch) is for that. Returns BUF.
+ */
+const char *format_waiting_line(char *buf, size_t size, const Properties *p, size_t width, uint64_t now);
+
+/*
  * The line printed for each change when standard output is not a terminal:
  * the phase, and while downloading the percentage and bytes:
  * "downloading 45% 12582912/27262976 bytes" ("downloading 1024 bytes" while
- * the size is not known), "verifying", "installing". Returns BUF.
+ * the size is not known), "verifying", "installing"; a job that waits
+ * "waiting for the install window until Mon 2026-11-30 02:00:00 CET",
+ * "waiting for the download's random delay until ...", "waiting for the
+ * install window (the clock is not synchronised yet)": no time left, so
+ * that the line changes only when the wait does. Returns BUF.
  */
 const char *format_plain_line(char *buf, size_t size, const Properties *p);

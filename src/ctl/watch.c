@@ -5,7 +5,8 @@
  * job, waiting, krtiotd gone and back, a failure). On a terminal the
  * progress is one line redrawn with "\r" and erased ("\e[K") before any
  * other output, redrawn every second too, so that a stalled download shows
- * its rate falling to 0.
+ * its rate falling to 0. A job that waits (for a window, for the download's
+ * delay) is followed on: the line says what for and until when.
  */
 #include <errno.h>
 #include <signal.h>
@@ -62,6 +63,14 @@ static uint64_t now_monotonic(void)
         return (uint64_t)ts.tv_sec * USEC_PER_SEC + (uint64_t)ts.tv_nsec / 1000;
 }
 
+static uint64_t now_realtime(void)
+{
+        struct timespec ts;
+
+        clock_gettime(CLOCK_REALTIME, &ts);
+        return (uint64_t)ts.tv_sec * USEC_PER_SEC + (uint64_t)ts.tv_nsec / 1000;
+}
+
 static size_t terminal_width(void)
 {
         struct winsize ws = {};
@@ -107,7 +116,13 @@ static void watch_show_progress(Watch *w)
         if (w->props.job_phase && strcmp(w->props.job_phase, "downloading") == 0)
                 rate_add(&w->rate, now_monotonic(), w->props.job_bytes_done);
 
-        if (w->tty) {
+        if (w->tty && w->props.waiting_for && *w->props.waiting_for) {
+                /* Redrawn every second too: the time left counts down. */
+                format_waiting_line(line, sizeof(line), &w->props, MIN(terminal_width(), sizeof(line) - 1),
+                                    now_realtime());
+                printf("\r%s\033[K", line);
+                w->line_shown = true;
+        } else if (w->tty) {
                 format_progress_line(line, sizeof(line), &w->props, rate_get(&w->rate, now_monotonic()),
                                      MIN(terminal_width(), sizeof(line) - 1));
                 printf("\r%s\033[K", line);

@@ -3,7 +3,8 @@
  * Tests for src/ctl/format.c, krtiotctl's text: sizes, rates and times
  * rounded down, the status summary (aligned keys, "n/a", "never", the job
  * line, local time), the terminal's progress line (bar, width, unknown
- * size, rate), the plain line per change, and that nothing from the bus
+ * size, rate), the plain line per change, a job that waits (the Waiting
+ * line, the terminal's line, the plain line), and that nothing from the bus
  * reaches the output with a control character in it.
  */
 #include <stdlib.h>
@@ -262,6 +263,81 @@ static void test_plain_line(void)
            "reboot-pending, empty and NULL are not");
 }
 
+static void test_waiting(void)
+{
+        /* Opens at 2026-11-30 02:00:00 CET, 13 h 40 min 10 s after T0. */
+        const uint64_t opens = 1796000400ULL * USEC_PER_SEC;
+        Properties p = {
+                .state = (char *)"waiting",
+                .connected = true,
+                .job_id = (char *)"42",
+                .job_target_version = (char *)"2.0.1",
+                .job_phase = (char *)"verifying",
+                .job_progress = 100,
+                .waiting_for = (char *)"install",
+                .waiting_until = opens,
+        };
+        char b[256], *s;
+
+        setenv("TZ", "Europe/Berlin", 1);
+        tzset();
+        is_str(format_date(b, sizeof(b), opens), "Mon 2026-11-30 02:00:00 CET", "date alone, local time");
+        is_str(format_waiting(b, sizeof(b), &p, opens - (3 * 60 + 12) * 60 * USEC_PER_SEC),
+               "install window, opens Mon 2026-11-30 02:00:00 CET (in 3 h 12 min)", "waiting: the install window");
+        s = status_text(&p, opens - (3 * 60 + 12) * 60 * USEC_PER_SEC);
+        ok(s && strstr(s, "            Job: 42 (target 2.0.1): verifying\n"
+                          "        Waiting: install window, opens Mon 2026-11-30 02:00:00 CET (in 3 h 12 min)\n"
+                          "     Last error: none\n"),
+           "status: the Waiting line after the Job line");
+        free(s);
+        is_str(format_plain_line(b, sizeof(b), &p), "waiting for the install window until Mon 2026-11-30 02:00:00 CET",
+               "plain: waiting for the install window, no time left");
+        is_str(format_waiting_line(b, sizeof(b), &p, 79, opens - 90 * USEC_PER_SEC),
+               "waiting for the install window until Mon 2026-11-30 02:00:00 CET (in 1 min)",
+               "terminal: waiting, with the time left");
+        is_int(strlen(format_waiting_line(b, sizeof(b), &p, 30, opens - 90 * USEC_PER_SEC)), 30,
+               "terminal: cut to the width");
+        is_str(format_waiting(b, sizeof(b), &p, opens + USEC_PER_SEC),
+               "install window, opens Mon 2026-11-30 02:00:00 CET (now)", "waiting: a window due");
+
+        p.waiting_for = (char *)"reboot";
+        p.job_phase = (char *)"reboot-pending";
+        is_str(format_waiting(b, sizeof(b), &p, opens - 3600 * USEC_PER_SEC),
+               "reboot window, opens Mon 2026-11-30 02:00:00 CET (in 1 h)", "waiting: the reboot window");
+        is_str(format_plain_line(b, sizeof(b), &p), "waiting for the reboot window until Mon 2026-11-30 02:00:00 CET",
+               "plain: the reboot window");
+
+        p.waiting_until = 0;
+        is_str(format_waiting(b, sizeof(b), &p, T0), "reboot window (the clock is not synchronised yet)",
+               "waiting: a window, the clock not synchronised");
+        is_str(format_plain_line(b, sizeof(b), &p), "waiting for the reboot window (the clock is not synchronised yet)",
+               "plain: the clock not synchronised");
+        is_str(format_waiting_line(b, sizeof(b), &p, 79, T0),
+               "waiting for the reboot window (the clock is not synchronised yet)", "terminal: the clock not synchronised");
+
+        p.waiting_for = (char *)"download";
+        p.job_phase = (char *)"accepted";
+        p.waiting_until = T0 + 42 * USEC_PER_SEC;
+        is_str(format_waiting(b, sizeof(b), &p, T0),
+               "the download's random delay, until Sun 2026-11-29 12:20:32 CET (in 42 s)", "waiting: the download delay");
+        is_str(format_plain_line(b, sizeof(b), &p),
+               "waiting for the download's random delay until Sun 2026-11-29 12:20:32 CET", "plain: the download delay");
+
+        p.waiting_for = (char *)"moon\x1b[2J";
+        s = status_text(&p, T0);
+        ok(s && strstr(s, "        Waiting: moon\\x1b[2J, until Sun 2026-11-29 12:20:32 CET (in 42 s)\n"),
+           "status: an unknown wait as it is, escaped");
+        free(s);
+
+        p.waiting_for = (char *)"";
+        s = status_text(&p, T0);
+        ok(s && !strstr(s, "Waiting:"), "status: no Waiting line when nothing waits");
+        free(s);
+        is_str(format_plain_line(b, sizeof(b), &p), "accepted", "plain: the phase when nothing waits");
+        setenv("TZ", "UTC", 1);
+        tzset();
+}
+
 int main(void)
 {
         test_bytes();
@@ -270,5 +346,6 @@ int main(void)
         test_status();
         test_progress_line();
         test_plain_line();
+        test_waiting();
         return tap_done();
 }
