@@ -44,13 +44,17 @@ int client_get_properties(sd_bus *bus, Properties *p, sd_bus_error *error)
         return 0;
 }
 
-int client_report_now(sd_bus *bus, sd_bus_error *error)
+int client_call(sd_bus *bus, const char *method, sd_bus_error *error)
 {
         int r;
 
-        r = sd_bus_call_method(bus, KRTIOT_BUS_NAME, KRTIOT_OBJECT_PATH, KRTIOT_INTERFACE, "ReportNow", error,
-                               NULL, "");
+        r = sd_bus_call_method(bus, KRTIOT_BUS_NAME, KRTIOT_OBJECT_PATH, KRTIOT_INTERFACE, method, error, NULL, "");
         return r < 0 ? r : 0;
+}
+
+int client_report_now(sd_bus *bus, sd_bus_error *error)
+{
+        return client_call(bus, "ReportNow", error);
 }
 
 bool client_error_is_absent(const sd_bus_error *error)

@@ -14,6 +14,7 @@
 #define KRTIOT_OBJECT_PATH "/com/krtyun/Krtiot1"
 #define KRTIOT_INTERFACE "com.krtyun.Krtiot1"
 #define KRTIOT_ERROR_NOT_CONNECTED "com.krtyun.Krtiot1.Error.NotConnected"
+#define KRTIOT_ERROR_NOT_WAITING "com.krtyun.Krtiot1.Error.NotWaiting"
 
 /* Exit statuses (sysexits.h where one fits); krtiotctl(1) documents them. */
 enum {
@@ -32,6 +33,9 @@ int client_get_properties(sd_bus *bus, Properties *p, sd_bus_error *error);
 
 /* ReportNow(). Returns 0, or -errno with ERROR set when the bus said why. */
 int client_report_now(sd_bus *bus, sd_bus_error *error);
+
+/* METHOD ("InstallNow", "RebootNow"), a call without arguments or reply. Returns 0, or -errno with ERROR set when the bus said why. */
+int client_call(sd_bus *bus, const char *method, sd_bus_error *error);
 
 /* Whether ERROR means that nobody owns krtiotd's name. */
 bool client_error_is_absent(const sd_bus_error *error);

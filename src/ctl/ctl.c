@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* `krtiotctl status` and `krtiotctl report` (ctl.h). */
+/* `krtiotctl status`, `report`, `install-now` and `reboot-now` (ctl.h). */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -61,4 +61,21 @@ int ctl_report(sd_bus *bus)
                 return CTL_EXIT_FAILURE;
         }
         return client_fail(&error, r, "ask krtiotd for a version report");
+}
+
+int ctl_release(sd_bus *bus, bool install)
+{
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        _cleanup_free_ char *message = NULL;
+        int r;
+
+        r = client_call(bus, install ? "InstallNow" : "RebootNow", &error);
+        if (r >= 0)
+                return CTL_EXIT_SUCCESS;
+        if (sd_bus_error_has_name(&error, KRTIOT_ERROR_NOT_WAITING)) {
+                message = format_escape(error.message ? error.message : error.name);
+                fprintf(stderr, "%s\n", message ? message : error.name);
+                return CTL_EXIT_FAILURE;
+        }
+        return client_fail(&error, r, install ? "release the update that waits" : "ask for the reboot now");
 }

@@ -15,3 +15,10 @@ int ctl_status(sd_bus *bus, bool json);
 
 /* `krtiotctl report`: ReportNow(); silent on success. */
 int ctl_report(sd_bus *bus);
+
+/*
+ * `krtiotctl install-now`, `krtiotctl reboot-now`: InstallNow(), RebootNow()
+ * (INSTALL false); silent on success. Nothing waiting for that is a failure
+ * (CTL_EXIT_FAILURE) with krtiotd's words.
+ */
+int ctl_release(sd_bus *bus, bool install);

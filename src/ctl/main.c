@@ -4,7 +4,8 @@
  * watch.c run the commands against krtiotd's D-Bus interface,
  * krtiot-dbus(7)). Exit status (CTL_EXIT_*, client.h):
  *   0   done; for watch, the job succeeded
- *   1   the job failed, or krtiotd refused or failed the call
+ *   1   the job failed, or krtiotd refused or failed the call (install-now,
+ *       reboot-now: nothing waits for that)
  *   64  bad command line (EX_USAGE)
  *   69  no system bus, or krtiotd is not running (EX_UNAVAILABLE)
  *   77  not allowed (EX_NOPERM)
@@ -28,6 +29,8 @@ typedef enum Verb {
         VERB_STATUS,
         VERB_WATCH,
         VERB_REPORT,
+        VERB_INSTALL_NOW,
+        VERB_REBOOT_NOW,
 } Verb;
 
 typedef struct Args {
@@ -47,6 +50,10 @@ static void help(void)
                "  watch              follow the running update job, or the next one, until it\n"
                "                     ends; exit 0 when it succeeded, 1 when it failed\n"
                "  report             send a version report now (root only)\n"
+               "  install-now        the update that waits for its download delay or the\n"
+               "                     install window goes on now (root only)\n"
+               "  reboot-now         the update that waits for the reboot window reboots\n"
+               "                     now (root only)\n"
                "\n"
                "Options:\n"
                "      --json         status: one JSON object, keyed by the D-Bus property names\n"
@@ -55,7 +62,8 @@ static void help(void)
                "      --version      print the version and exit\n"
                "\n"
                "Exit status: 0 ok, 1 failed, 64 usage, 69 no bus or krtiotd not running,\n"
-               "77 not allowed. See krtiotctl(1).\n");
+               "77 not allowed; install-now and reboot-now 1 when nothing waits.\n"
+               "See krtiotctl(1).\n");
 }
 
 _printf_(1, 2) static int usage_error(const char *format, ...)
@@ -76,6 +84,8 @@ static int verb_from_string(const char *s, Verb *ret)
                 [VERB_STATUS] = "status",
                 [VERB_WATCH] = "watch",
                 [VERB_REPORT] = "report",
+                [VERB_INSTALL_NOW] = "install-now",
+                [VERB_REBOOT_NOW] = "reboot-now",
         };
 
         for (size_t i = 0; i < ELEMENTSOF(names); i++)
@@ -130,7 +140,7 @@ static int parse_argv(int argc, char *argv[], Args *a)
                 return usage_error("one command at a time: %s %s", argv[optind], argv[optind + 1]);
         a->verb = VERB_STATUS;
         if (optind < argc && verb_from_string(argv[optind], &a->verb) < 0)
-                return usage_error("unknown command '%s' (status, watch or report)", argv[optind]);
+                return usage_error("unknown command '%s' (status, watch, report, install-now or reboot-now)", argv[optind]);
         if (a->json && a->verb != VERB_STATUS)
                 return usage_error("--json goes with status only");
         if (a->job_id && a->verb != VERB_WATCH)
@@ -161,6 +171,9 @@ int main(int argc, char *argv[])
                 return watch_run(bus, a.job_id, isatty(STDOUT_FILENO));
         case VERB_REPORT:
                 return ctl_report(bus);
+        case VERB_INSTALL_NOW:
+        case VERB_REBOOT_NOW:
+                return ctl_release(bus, a.verb == VERB_INSTALL_NOW);
         }
         return CTL_EXIT_FAILURE;
 }
