@@ -261,6 +261,69 @@ def test_dbus_and_krtiotctl(system):
     _wait_installer_inactive(system)
 
 
+def test_install_window_and_krtiotctl_install_now(system):
+    """An ota.install_window that opens in an hour (the container's local
+    time), taken by systemctl reload: an OTA downloads and then waits;
+    krtiotctl status and STATUS= say so; krtiotctl install-now (root)
+    releases it and the new version is reported. The window is removed
+    again, and reloaded, for the tests after this one."""
+    c, p, d = system.container, system.platform, system.device_id
+    conf = system.rootpath("/etc/krtiot.conf")
+    with open(conf) as f:
+        original = f.read()
+    assert "\nota = {\n" in original, original
+    # The window in the container's own local time: from in an hour, for an hour.
+    opens = c.run("date", "-d", "+1 hour", "+%H:%M:%S", check=True).stdout.strip()
+    closes = c.run("date", "-d", "+2 hours", "+%H:%M:%S", check=True).stdout.strip()
+    image = os.urandom(1024 * 1024 + 5)
+    with open(os.path.join(system.image_dir, "fw-2.0.6.bin"), "wb") as f:
+        f.write(image)
+    try:
+        # Rewritten in place: root:krtiot 0640 stays.
+        with open(conf, "w") as f:
+            f.write(original.replace("\nota = {\n", '\nota = {\n  install_window = ["%s-%s"];\n' % (opens, closes)))
+        cur = system.cursor()
+        r = c.systemctl("reload", UNIT, timeout=60)
+        assert r.returncode == 0, r.stdout + r.stderr
+        system.wait_journal("Configuration reloaded.", after=cur, timeout=15)
+
+        since = p.mark()
+        cmd = p.send_ota(PRODUCT_ID, d, system.nginx.url("fw-2.0.6.bin"), "2.0.6", size=len(image),
+                         sha256=hashlib.sha256(image).hexdigest())
+        assert p.wait_for_receipt(d, cmd, since=since).get("BACK") == "OK"
+        status = system.wait_show(lambda s: "waiting for the install window" in s["StatusText"], ["StatusText"],
+                                  timeout=60, what="STATUS= waiting for the install window")["StatusText"]
+        assert "2.0.6" in status, status
+        r = c.run("krtiotctl", "status")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert re.search(r"^\s*State: waiting$", r.stdout, re.M), r.stdout
+        # In the container's local time, as the window is written: "opens <day> <date> HH:MM:SS".
+        assert re.search(r"^\s*Waiting: install window, opens \S+ \S+ %s " % re.escape(opens), r.stdout, re.M), \
+            (opens, r.stdout)
+        doc = json.loads(c.run("krtiotctl", "status", "--json", check=True).stdout)
+        assert doc["WaitingFor"] == "install" and doc["WaitingUntil"] > 0 and doc["JobId"] == cmd, doc
+        r = c.run(*NOBODY, "krtiotctl", "install-now")
+        assert r.returncode == 77, r.stdout + r.stderr
+        assert c.systemctl("is-active", "krtiot-install.service").stdout.strip() != "active", \
+            "installing before the window, and before install-now"
+
+        r = c.run("krtiotctl", "install-now")
+        assert r.returncode == 0 and r.stdout == "", r.stdout + r.stderr
+        p.wait_for_report(d, fw_version="2.0.6", since=since, timeout=60)
+        r = c.run("krtiotctl", "install-now")
+        assert r.returncode == 1 and "No update waits" in r.stderr, r.stdout + r.stderr
+        doc = json.loads(c.run("krtiotctl", "status", "--json", check=True).stdout)
+        assert doc["FirmwareVersion"] == "2.0.6" and doc["WaitingFor"] == "" and doc["WaitingUntil"] == 0, doc
+        _wait_installer_inactive(system)
+    finally:
+        with open(conf, "w") as f:
+            f.write(original)
+        cur = system.cursor()
+        r = c.systemctl("reload", UNIT, timeout=60)
+        assert r.returncode == 0, r.stdout + r.stderr
+        system.wait_journal("Configuration reloaded.", after=cur, timeout=15)
+
+
 def _wait_installer_inactive(system, timeout=INSTALLER_IDLE_SEC + 30):
     c = system.container
     deadline = time.monotonic() + timeout
@@ -291,7 +354,8 @@ def test_watchdog_restarts_a_frozen_daemon(system):
     # systemd's own words for it ("Watchdog timeout (limit 5s)!" is not always in the unit's journal).
     assert "Failed with result 'watchdog'" in r.stdout, r.stdout
     assert took >= WATCHDOG_SEC - 1, "restarted after %.1f s, before the watchdog could fire" % took
-    p.wait_for_report(d, fw_version="2.0.5", since=since, timeout=30)
+    # The version the last OTA installed (test_install_window_and_krtiotctl_install_now).
+    p.wait_for_report(d, fw_version="2.0.6", since=since, timeout=30)
 
 
 def test_agent_restart_mid_install_loses_nothing(system):
