@@ -8,12 +8,18 @@ directory of the test's (KRTIOT_TIMESYNC_DIR)."""
 
 import datetime
 import hashlib
+import json
 import os
+import re
+import subprocess
+import threading
 import time
 
 import pytest
 
+from daemon import build_dir
 from sysbus import IFACE, NAME, PATH
+from test_dbus import NOBODY, krtiotctl
 from test_ota import OLD, MiB, device, image, nginx, www  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.usefixtures("system_bus")
@@ -108,6 +114,57 @@ def test_install_now_releases_a_waiting_job(device, nginx, www, platform, system
     dv.wait_state(cmd_id, "DONE", since=mark, timeout=20)
     r = system_bus.busctl("call", NAME, PATH, IFACE, "InstallNow", check=False)
     assert r.returncode != 0 and "No update waits" in r.stderr, r.stderr
+
+
+def test_krtiotctl_shows_and_releases_a_waiting_job(device, nginx, www, platform, system_bus):
+    image(www, "fw.img", 64 * 1024)
+    entry, opens = window_from(3600)
+    dv = make(device, nginx, system_bus, config={"ota.install_window": [entry]}).start()
+    r = krtiotctl(system_bus, "install-now")
+    assert r.returncode == 1 and r.stderr == "No update waits to be installed.\n", r
+    cmd_id, mark = dv.send(nginx.url("fw.img"), "2.0.1")
+    dv.wait_state(cmd_id, "WAITING", since=mark, timeout=10)
+    system_bus.wait_property("State", lambda v: v == "waiting", timeout=5)
+
+    r = krtiotctl(system_bus, "status")
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"^\s*State: waiting$", r.stdout, re.M), r.stdout
+    opens_text = datetime.datetime.fromtimestamp(opens).strftime("%a %Y-%m-%d %H:%M:%S")
+    assert re.search(r"^\s*Waiting: install window, opens %s \S+ \(in (59 min|1 h)\)$" % re.escape(opens_text),
+                     r.stdout, re.M), r.stdout
+    r = krtiotctl(system_bus, "status", "--json")
+    doc = json.loads(r.stdout)
+    assert doc["WaitingFor"] == "install" and abs(doc["WaitingUntil"] / 1e6 - opens) < 1.5, doc
+    r = krtiotctl(system_bus, "reboot-now")
+    assert r.returncode == 1 and "No update waits for a reboot" in r.stderr, r
+
+    # watch follows the waiting job on, and says what it waits for.
+    watch = subprocess.Popen([os.path.join(build_dir(), "src", "ctl", "krtiotctl"), "watch"], env=system_bus.env(),
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = []
+        reader = threading.Thread(target=lambda: first.append(watch.stdout.readline()), daemon=True)
+        reader.start()
+        reader.join(10)
+        assert re.fullmatch(r"waiting for the install window until %s \S+\n" % re.escape(opens_text), first[0]), first
+        assert watch.poll() is None, "watch ended while the job waits"
+
+        r = krtiotctl(system_bus, "install-now", user_cmd=NOBODY)
+        assert r.returncode == 77 and "root" in r.stderr, r
+        r = krtiotctl(system_bus, "install-now")
+        assert r.returncode == 0 and r.stdout == "" and r.stderr == "", r
+        out, err = watch.communicate(timeout=30)
+    finally:
+        if watch.poll() is None:
+            watch.kill()
+            watch.wait()
+    assert watch.returncode == 0, (out, err)
+    assert out.splitlines()[-1] == "Job %s (target 2.0.1) succeeded." % cmd_id, out
+    dv.wait_state(cmd_id, "DONE", since=mark, timeout=5)
+    r = krtiotctl(system_bus, "install-now")
+    assert r.returncode == 1 and "No update waits" in r.stderr, r
+    r = krtiotctl(system_bus, "status")
+    assert "Waiting:" not in r.stdout, r.stdout
 
 
 def test_reboot_waits_for_its_window(device, nginx, www, platform, system_bus, tmp_path):
