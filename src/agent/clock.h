@@ -7,7 +7,8 @@
  *
  * The clock is synchronised when systemd-timesyncd says so (the file
  * /run/systemd/timesync/synchronized exists), or, on a system without
- * timesyncd (no /run/systemd/timesync), when it is later than this build.
+ * timesyncd (no /run/systemd/timesync), when it is no more than a week
+ * earlier than this build (SOURCE_DATE_EPOCH).
  * The watcher calls back when that changes (inotify) and whenever the clock
  * is set (a timerfd with TFD_TIMER_CANCEL_ON_SET): NTP moving the clock by
  * hours re-evaluates every wait at once. It costs no wakeup while nothing
