@@ -4,20 +4,28 @@
 Starts a real mosquitto (dynamic security checks every secret) and the
 simulated KRT platform on 127.0.0.1, an nginx serving a firmware image, and
 krtiotd with conf/demo.conf, beside krtiot-install (the root installer that
-runs its hook). Then shows, in order: the device registering
+runs its hook), and a private system-like D-Bus (a dbus-daemon with the
+policy krtiot ships, tests/integration/sysbus.py) on which krtiotd serves
+krtiot-dbus(7). Then shows, in order: the device registering
 with the product secret and storing its device secret; logging in with it and
-reporting its versions; an OTA command, its receipt, the download progress,
-the install through the `copy` hook, and the new version reported. Ends by
-itself and stops everything it started.
+reporting its versions; `krtiotctl status`; an OTA command, its receipt, the
+download progress, the install through the `copy` hook, and the new version
+reported, followed live by `krtiotctl watch`; `krtiotctl status` again. Ends
+by itself and stops everything it started. Without dbus-daemon, it says so and
+shows the rest.
 
 Run it with scripts/demo (which installs what is missing and builds first).
 """
 import hashlib
+import json
 import os
+import pwd
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -27,6 +35,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
 # shadow the standard library's platform module.
 from daemon import broker_module, platform_module  # noqa: E402
 from nginx import Nginx  # noqa: E402
+from sysbus import SystemBus  # noqa: E402
 
 Broker = broker_module.Broker
 Platform = platform_module.Platform
@@ -36,6 +45,7 @@ KRTIOTD = os.path.join(BUILD, "src", "agent", "krtiotd")
 # The downloader krtiotd starts for each download: the one built here, not an installed one.
 FETCH = os.path.join(BUILD, "src", "fetch", "krtiot-fetch")
 KRTIOT_INSTALL = os.path.join(BUILD, "src", "install", "krtiot-install")
+KRTIOTCTL = os.path.join(BUILD, "src", "ctl", "krtiotctl")
 PRODUCT, PRODUCT_SECRET, DEVICE = "DemoProduct", "demo-product-secret", "demo-device-0001"
 
 
@@ -43,10 +53,27 @@ def say(text):
     print("\n### " + text, flush=True)
 
 
+def ctl_json(env):
+    """krtiotctl status --json, as a dict; None while krtiotd is not on the bus."""
+    r = subprocess.run([KRTIOTCTL, "status", "--json"], env=env, capture_output=True, text=True, timeout=10)
+    return json.loads(r.stdout) if r.returncode == 0 else None
+
+
+def show_status(env, pred, timeout=10):
+    """Once krtiotctl status --json satisfies PRED, prints `krtiotctl status`."""
+    deadline = time.monotonic() + timeout
+    while not pred(ctl_json(env) or {}):
+        if time.monotonic() > deadline:
+            raise RuntimeError("krtiotctl status --json never showed what was expected: %r" % ctl_json(env))
+        time.sleep(0.1)
+    r = subprocess.run([KRTIOTCTL, "status"], env=env, capture_output=True, text=True, timeout=10, check=True)
+    print("$ krtiotctl status\n" + r.stdout, end="", flush=True)
+
+
 def main():
     tmp = tempfile.mkdtemp(prefix="krtiot-demo-")
     procs = []
-    broker = platform = nginx = None
+    broker = platform = nginx = bus = None
     try:
         say("Starting a local mosquitto broker with dynamic security (127.0.0.1)")
         broker = Broker(tmp)
@@ -86,6 +113,19 @@ def main():
         with open(conf_path, "w") as f:
             f.write(conf)
 
+        # krtiotd and krtiotctl use the private bus, never the host's (without dbus-daemon, a socket that
+        # is not there); krtiotd runs as we do, so the bus's policy lets our user own its name.
+        env = dict(os.environ, KRTIOT_FETCH_PROGRAM=FETCH,
+                   DBUS_SYSTEM_BUS_ADDRESS="unix:path=%s/no-bus" % tmp)
+        if shutil.which("dbus-daemon"):
+            say("Starting a private system bus (dbus-daemon with the policy krtiot ships)")
+            bus = SystemBus(tmp, pwd.getpwuid(os.geteuid()).pw_name)
+            bus.start()
+            env["DBUS_SYSTEM_BUS_ADDRESS"] = bus.address
+            print("  demo: DBUS_SYSTEM_BUS_ADDRESS=%s for krtiotd and krtiotctl" % bus.address)
+        else:
+            print("\n  demo: dbus-daemon is not installed (apt-get install dbus): no D-Bus, no krtiotctl", flush=True)
+
         say("krtiotd --check-config")
         subprocess.run([KRTIOTD, "-c", conf_path, "--check-config"], check=True)
 
@@ -102,8 +142,7 @@ def main():
             time.sleep(0.05)
 
         say("Starting krtiotd: no device secret yet, so it registers with the product secret")
-        daemon = subprocess.Popen([KRTIOTD, "-c", conf_path], stderr=subprocess.STDOUT,
-                                  env=dict(os.environ, KRTIOT_FETCH_PROGRAM=FETCH))
+        daemon = subprocess.Popen([KRTIOTD, "-c", conf_path], stderr=subprocess.STDOUT, env=env)
         procs.append(daemon)
 
         platform.wait_for_report(DEVICE, fw_version="2.0.0", timeout=30)
@@ -111,12 +150,45 @@ def main():
         print("  demo: %s exists, mode %o; the device logged in with its own secret and reported 2.0.0"
               % (cred, os.stat(cred).st_mode & 0o777))
 
+        watch = None
+        if bus:
+            say("Asking krtiotd what it is doing, over D-Bus")
+            show_status(env, lambda s: s.get("FirmwareVersion") == "2.0.0")
+
+            say("Starting `krtiotctl watch` to follow the next update")
+            watch = subprocess.Popen([KRTIOTCTL, "watch"], env=env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True)
+            procs.append(watch)
+            watch_lines, waiting = [], threading.Event()
+
+            def relay():
+                for line in watch.stdout:
+                    print("  krtiotctl watch: " + line, end="", flush=True)
+                    watch_lines.append(line.rstrip("\n"))
+                    waiting.set()  # its first line: it has subscribed and read the properties
+                waiting.set()
+            relay_thread = threading.Thread(target=relay, daemon=True)
+            relay_thread.start()
+            if not waiting.wait(10) or watch.poll() is not None:
+                raise RuntimeError("krtiotctl watch did not start")
+
         say("The platform sends an OTA command: upgrade to 2.0.1")
         mark = platform.mark()
         job = platform.send_ota(PRODUCT, DEVICE, nginx.url("firmware-2.0.1.img"), "2.0.1",
                                 sha256=hashlib.sha256(image).hexdigest(), size=len(image))
         platform.wait_for_receipt(DEVICE, job, since=mark, timeout=15)
         platform.wait_for_report(DEVICE, fw_version="2.0.1", since=mark, timeout=60)
+        if watch:
+            watch_rc = watch.wait(timeout=30)
+            procs.remove(watch)
+            relay_thread.join(5)
+            if watch_rc != 0 or watch_lines[-1:] != ["Job %s (target 2.0.1) succeeded." % job]:
+                raise RuntimeError("krtiotctl watch exited with status %d, last line %r"
+                                   % (watch_rc, watch_lines[-1:]))
+            print("  demo: krtiotctl watch exited with status 0")
+            say("Asking krtiotd again: the new firmware and the job's result")
+            show_status(env, lambda s: (s.get("FirmwareVersion"), s.get("JobId"), s.get("LastJobResult"))
+                        == ("2.0.1", job, "succeeded"))
         with open(os.path.join(tmp, "slot.img"), "rb") as f:
             assert f.read() == image, "slot does not hold the image"
         print("  demo: the slot holds the exact image; the device reported 2.0.1: the platform counts "
@@ -132,7 +204,8 @@ def main():
         procs.remove(installer)
 
         say("Shown: registration (secret stored before the receipt), version reports, and a whole "
-            "OTA (receipt, download with progress, install, new version reported).")
+            "OTA (receipt, download with progress, install, new version reported)%s."
+            % (", followed with krtiotctl status and watch" if bus else ""))
         return 0 if rc == 0 else 1
     finally:
         for p in procs:
@@ -144,6 +217,8 @@ def main():
             nginx.stop()
         if broker:
             broker.stop()
+        if bus:
+            bus.stop()
         subprocess.run(["rm", "-rf", tmp])
 
 

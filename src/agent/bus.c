@@ -223,10 +223,8 @@ static const sd_bus_vtable vtable[] = {
         SD_BUS_METHOD("ReportNow", "", "", method_report_now, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD("InstallNow", "", "", method_release, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD("RebootNow", "", "", method_release, SD_BUS_VTABLE_UNPRIVILEGED),
-        SD_BUS_SIGNAL_WITH_NAMES("JobFinished", "ssbs",
-                                 SD_BUS_PARAM(id) SD_BUS_PARAM(target_version) SD_BUS_PARAM(success)
-                                         SD_BUS_PARAM(reason),
-                                 0),
+        /* The names as SD_BUS_PARAM() would write them (cppcheck cannot expand that macro). */
+        SD_BUS_SIGNAL_WITH_NAMES("JobFinished", "ssbs", "id\0" "target_version\0" "success\0" "reason\0", 0),
         SD_BUS_VTABLE_END,
 };
 

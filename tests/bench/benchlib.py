@@ -23,8 +23,10 @@ sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
 
 import daemon as harness  # noqa: E402  (Daemon, NotifySocket, broker/platform modules)
 import nginx as nginx_module  # noqa: E402
+import sysbus  # noqa: E402  (a private system-like D-Bus with the shipped policy)
 
 Daemon = harness.Daemon
+SystemBus = sysbus.SystemBus
 NotifySocket = harness.NotifySocket
 broker_module = harness.broker_module
 platform_module = harness.platform_module
@@ -77,9 +79,9 @@ def memory(pid):
     return {"rss": status_kib(pid, "VmRSS"), "uss": uss_kib(pid), "hwm": status_kib(pid, "VmHWM")}
 
 
-def uss_by_mapping(pid, top=6):
-    """The largest contributors to PID's USS: [(name, KiB)], from
-    /proc/PID/smaps, private pages summed per file (or [heap], [anon], ...)."""
+def smaps_by_mapping(pid, fields):
+    """{name: KiB} of PID, from /proc/PID/smaps: the FIELDS ("Rss:",
+    "Private_Clean:", ...) summed per file (or [heap], [anon], ...)."""
     sizes = {}
     name = None
     with open("/proc/%d/smaps" % pid) as f:
@@ -89,9 +91,28 @@ def uss_by_mapping(pid, top=6):
                 continue
             if not head[0].endswith(":"):  # a mapping header: "start-end perms offset dev inode [path]"
                 name = os.path.basename(head[5]) if len(head) > 5 else "[anon]"
-            elif head[0] in ("Private_Clean:", "Private_Dirty:"):
+            elif head[0] in fields:
                 sizes[name] = sizes.get(name, 0) + int(head[1])
+    return sizes
+
+
+def uss_by_mapping(pid, top=6):
+    """The largest contributors to PID's USS: [(name, KiB)], from
+    /proc/PID/smaps, private pages summed per file (or [heap], [anon], ...)."""
+    sizes = smaps_by_mapping(pid, ("Private_Clean:", "Private_Dirty:"))
     return sorted(sizes.items(), key=lambda kv: -kv[1])[:top]
+
+
+def rss_by_mapping(pid):
+    """{name: KiB} of PID's resident pages per file (or [heap], [anon], ...)."""
+    return smaps_by_mapping(pid, ("Rss:",))
+
+
+def growth(a, b):
+    """[(name, A - B)] for the names of the dicts A and B whose values
+    differ, largest change first (a missing name counts 0)."""
+    out = [(k, a.get(k, 0) - b.get(k, 0)) for k in set(a) | set(b)]
+    return sorted([kv for kv in out if kv[1]], key=lambda kv: (-abs(kv[1]), kv[0]))
 
 
 def ctxt_switches(pid):

@@ -19,12 +19,20 @@ process *outside the benchmark's own setup* maps:
   * the others: every process on the machine except the measured one and
     except the test setup, that is, the processes that would not run on a
     device: the benchmark's own python and all its descendants (brokers,
-    nginx, the echo client, mender, the daemons), and, wherever they run
-    (another engineer's test on the same machine too), every process whose
-    executable (/proc/PID/exe) is krtiotd, krtiot-install, krtiot-fetch,
-    mosquitto, mosquitto_sub, nginx, mender or python*. Without the last
-    three, the figure would depend on whether someone else's test happens
-    to run a python or an nginx (both map libcrypto) at that moment;
+    nginx, the echo client, mender, the private dbus-daemon, every
+    krtiotd), and, wherever they run (another engineer's test on the same
+    machine too), every process whose executable (/proc/PID/exe) is
+    krtiotd, krtiot-install, krtiot-fetch, krtiotctl, mosquitto,
+    mosquitto_sub, nginx, mender, dbus-daemon, busctl or python*. Without
+    them, the figure would depend on whether someone else's test happens to
+    run a python or an nginx (both map libcrypto) or a krtiotctl, a busctl
+    or its own dbus-daemon (which link libsystemd, as krtiotd does) at that
+    moment (measured: krtiotd on the bus 2388 KiB while another test ran
+    krtiotctl, which mapped 2700 KiB of its pages; 3536 KiB in the next
+    run, with krtiotctl left out). A device does run one
+    dbus-daemon, its system bus: measure()'s ALSO counts chosen processes of
+    the setup (the benchmark's dbus-daemon) as sharers in a second figure
+    from the same reading;
   * a page counts when its PFN is mapped by none of those others. Their
     file mappings, shared memory and kernel-provided pages ([vdso]...) are
     read; their private anonymous memory ([heap], [stack], unnamed) is not:
@@ -42,7 +50,6 @@ process (here: whatever else runs on the machine, listed in the notes)
 shares the page, as systemd and its peers share libc on a device.
 """
 
-import mmap
 import os
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -52,8 +59,10 @@ PFN_MASK = (1 << 55) - 1
 
 # The programs of a test setup, excluded wherever they run (another engineer's test on the same
 # machine included), as processes that would not run beside krtiotd on a device (or are krtiotd).
-SETUP_PROGRAMS = frozenset({"krtiotd", "krtiot-install", "krtiot-fetch", "mosquitto", "mosquitto_sub",
-                            "nginx", "mender"})
+# krtiotctl and busctl, which the D-Bus tests run (`busctl monitor` for a whole test), link libsystemd
+# and use sd-bus as krtiotd does: on a device they run for a command, not beside the idle agent.
+SETUP_PROGRAMS = frozenset({"krtiotd", "krtiot-install", "krtiot-fetch", "krtiotctl", "mosquitto",
+                            "mosquitto_sub", "nginx", "mender", "dbus-daemon", "busctl"})
 SETUP_PROGRAM_PREFIXES = ("python",)
 
 
@@ -203,6 +212,27 @@ def setup_processes(root=None):
     return setup, set(ppid)
 
 
+def shareable_pfns(pid):
+    """{pfn} of what PID maps outside its private anonymous memory (what
+    another process may map too). Raises OSError (FileNotFoundError,
+    ProcessLookupError, PermissionError) when PID cannot be read at all."""
+    maps = [m for m in mappings(pid) if not m.private_anon]
+    out = set()
+    if not maps:
+        return out  # a kernel thread, or nothing shareable
+    fd = os.open("/proc/%d/pagemap" % pid, os.O_RDONLY)
+    try:
+        for m in maps:
+            try:
+                entries = set(_entries(fd, m))
+            except OSError:
+                continue  # the process is exiting, or a mapping that is not readable
+            out.update(e & PFN_MASK for e in entries if e & PRESENT)
+    finally:
+        os.close(fd)
+    return out
+
+
 def others_pfns(exclude, all_pids):
     """What every process in ALL_PIDS but EXCLUDE maps (private anonymous
     memory left out): ({pfn: set of comms}, processes read, [comms of the
@@ -212,27 +242,15 @@ def others_pfns(exclude, all_pids):
     for pid in sorted(all_pids - exclude):
         comm = _comm(pid)
         try:
-            maps = [m for m in mappings(pid) if not m.private_anon]
-            if not maps:
-                continue  # a kernel thread, or nothing shareable
-            fd = os.open("/proc/%d/pagemap" % pid, os.O_RDONLY)
+            pfns = shareable_pfns(pid)
         except (FileNotFoundError, ProcessLookupError):
             continue  # gone meanwhile
         except PermissionError:
             unreadable.append(comm)
             continue
-        try:
-            for m in maps:
-                try:
-                    entries = set(_entries(fd, m))
-                except OSError:
-                    continue  # the process is exiting, or a mapping that is not readable
-                for e in entries:
-                    if e & PRESENT:
-                        seen.setdefault(e & PFN_MASK, set()).add(comm)
-            read += 1
-        finally:
-            os.close(fd)
+        for pfn in pfns:
+            seen.setdefault(pfn, set()).add(comm)
+        read += 1
     return seen, read, unreadable
 
 
@@ -240,25 +258,35 @@ class Unshared:
     """The pages of one process that no other process outside the setup
     maps. .kib: the figure; .by_mapping: [(name, KiB)] largest first;
     .shared_kib, .shared_by_mapping, .shared_by: what the others map too,
-    per mapping and per other program (comm)."""
+    per mapping and per other program (comm). With measure()'s ALSO:
+    .also_kib, the figure when those processes count as sharers too,
+    .also_by_mapping, [(name, KiB)] of the pages they take off it, and
+    .also_mapped_kib, all of the process's pages they map (whether the
+    others map them too or not)."""
 
-    def __init__(self, pid, kib, by_mapping, shared_kib, shared_by_mapping, shared_by):
+    def __init__(self, pid, kib, by_mapping, shared_kib, shared_by_mapping, shared_by,
+                 also_kib=None, also_by_mapping=(), also_mapped_kib=None):
         self.pid = pid
         self.kib = kib
         self.by_mapping = by_mapping
         self.shared_kib = shared_kib
         self.shared_by_mapping = shared_by_mapping
         self.shared_by = shared_by
+        self.also_kib = also_kib
+        self.also_by_mapping = also_by_mapping
+        self.also_mapped_kib = also_mapped_kib
 
 
 def _sorted(d):
     return sorted(d.items(), key=lambda kv: (-kv[1], kv[0]))
 
 
-def measure(pids):
+def measure(pids, also=None):
     """Unshared memory of each of PIDS ({label: pid}), all against the same
     others: every process on the machine but the setup's
-    (setup_processes()) and but the measured ones. Returns
+    (setup_processes()) and but the measured ones. ALSO ({label: pid}, from
+    the setup): processes that a device would run too, counted as sharers in
+    a second figure (Unshared.also_kib) from the same reading. Returns
     ({label: Unshared}, {"others_read": N, "unreadable": [comm], "excluded": N})."""
     if os.geteuid() != 0:
         raise PagemapError("needs root to read PFNs from /proc/PID/pagemap")
@@ -266,12 +294,21 @@ def measure(pids):
     exclude = setup | set(pids.values())
     own = {label: own_pages(pid) for label, pid in pids.items()}
     others, read, unreadable = others_pfns(exclude, everyone)
+    extra = set()
+    for label, pid in (also or {}).items():
+        try:
+            extra |= shareable_pfns(pid)
+        except OSError as e:
+            raise PagemapError("cannot read %s (%d): %s" % (label, pid, e))
     kib = PAGE // 1024
     out = {}
     for label, pages in own.items():
         special = kernel_shared([n for kind, n in pages if kind == "pfn"])
-        alone, shared, who = {}, {}, {}
+        alone, shared, who, taken = {}, {}, {}, {}
+        mapped_by_also = 0
         for (kind, n), name in pages.items():
+            if kind == "pfn" and n in extra:
+                mapped_by_also += kib
             sharers = (others.get(n) or ({special[n]} if n in special else None)) if kind == "pfn" else None
             if sharers:
                 shared[name] = shared.get(name, 0) + kib
@@ -279,6 +316,11 @@ def measure(pids):
                     who[c] = who.get(c, 0) + kib
             else:
                 alone[name] = alone.get(name, 0) + kib
-        out[label] = Unshared(pids[label], sum(alone.values()), _sorted(alone), sum(shared.values()),
-                              _sorted(shared), _sorted(who))
+                if kind == "pfn" and n in extra:
+                    taken[name] = taken.get(name, 0) + kib
+        total = sum(alone.values())
+        out[label] = Unshared(pids[label], total, _sorted(alone), sum(shared.values()),
+                              _sorted(shared), _sorted(who),
+                              total - sum(taken.values()) if also else None, _sorted(taken),
+                              mapped_by_also if also else None)
     return out, {"others_read": read, "unreadable": unreadable, "excluded": len(exclude)}

@@ -9,8 +9,9 @@
 Each figure is measured in one run beside its reference (a floor or a peer
 on the same machine, at the same time or interleaved) and given as a ratio.
 Benchmarks: idle.py (footprint, with pagemap.py's count of the memory no
-other process maps; wakeups; that nothing but krtiotd runs while idle;
-mender beside, mender_peer.py), download.py (throughput against the floor,
+other process maps; wakeups; that nothing but krtiotd runs while idle; all
+with krtiotd on a private system bus, beside a second krtiotd without one:
+what the bus connection costs; mender beside, mender_peer.py), download.py (throughput against the floor,
 krtiot-fetch's peak RSS per image size), latency.py (receipt latency,
 registration time), fleet.py.
 
