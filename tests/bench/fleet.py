@@ -336,6 +336,22 @@ def run(tmpdir, reaper, quick):
     installers_s = time.monotonic() - t
     inst_mem = [B.memory(i.pid) for i in installers]
     wait = CAMPAIGN_DELAY_MAX + (60 if quick else 180)
+    # On a fleet, the broker and the HTTP server have machines of their own; here they share 2
+    # cores with the N agents. Measured without this: with download_delay_max 0 the broker, starved
+    # by 500 agents starting their downloads, took 26 s to acknowledge the 500 commands and the
+    # last receipt came +30.6 s after the publish, not the "same second" of the campaign. So the
+    # broker and nginx's worker run SCHED_FIFO (priority 1) during both campaigns, and go back after.
+    servers = [broker.pid] + B.harness.child_pids(ngx.proc.pid)
+    for pid in servers:
+        os.sched_setscheduler(pid, os.SCHED_FIFO, os.sched_param(1))
+
+    def servers_back():
+        for pid in servers:
+            try:
+                os.sched_setscheduler(pid, os.SCHED_OTHER, os.sched_param(0))
+            except ProcessLookupError:
+                pass
+    reaper.add(servers, servers_back)
     camp_a = campaign(daemons, platform, ngx, url, digest, "3.0.0", 0, wait)
     hmark = [d.log_text().count("Configuration reloaded.") for d in daemons]
     for d in daemons:
@@ -345,6 +361,7 @@ def run(tmpdir, reaper, quick):
                  60, "every agent to reload its configuration", 0.5)
     camp_b = campaign(daemons, platform, ngx, url, digest, "3.1.0", CAMPAIGN_DELAY_MAX, wait)
     B.Reaper.terminate([i.proc for i in installers])
+    servers_back()
     ideal = uniform_busiest(n, CAMPAIGN_DELAY_MAX + 1)
     for c in (camp_a, camp_b):
         notes.append("campaign, download_delay_max %d: %d commands published in %.2f s (all PUBACKed +%.2f s, "
@@ -354,6 +371,8 @@ def run(tmpdir, reaper, quick):
                      % (c.delay_max, n, c.publish_s, c.acked_s, c.last_receipt, c.receipts_ok, c.started, c.requests, c.bad,
                         c.first, c.last, c.busiest_at, c.installed, n,
                         (", missing e.g. " + " ".join(c.missing[:5])) if c.missing else ""))
+    notes.append("campaign: the broker and nginx's worker ran SCHED_FIFO during it (as if on machines of their "
+                 "own; the agents, their downloads and hooks at normal priority on the 2 cores)")
     notes.append("campaign: %d krtiot-install started in %.1f s for it (mean RSS %s, USS %s), stopped after; a "
                  "uniform spread of %d devices over %d s has its busiest second at %.1f%% of N (median of 2000 draws)"
                  % (n, installers_s, B.fmt_kib(sum(m["rss"] for m in inst_mem) // n),
