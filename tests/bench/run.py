@@ -3,8 +3,8 @@
 """krtiot benchmarks: one command runs them all and prints one table
 (figure, value, reference, ratio, target, verdict).
 
-    /usr/bin/python3 tests/bench/run.py            # full: about 6 minutes
-    /usr/bin/python3 tests/bench/run.py --quick    # smaller sizes/counts, under 90 s
+    /usr/bin/python3 tests/bench/run.py            # full: about 6 minutes + the fleet campaign's ~1.5
+    /usr/bin/python3 tests/bench/run.py --quick    # smaller sizes/counts, under 90 s + the campaign's ~70 s
 
 Each figure is measured in one run beside its reference (a floor or a peer
 on the same machine, at the same time or interleaved) and given as a ratio.
@@ -13,7 +13,8 @@ other process maps; wakeups; that nothing but krtiotd runs while idle; all
 with krtiotd on a private system bus, beside a second krtiotd without one:
 what the bus connection costs; mender beside, mender_peer.py), download.py (throughput against the floor,
 krtiot-fetch's peak RSS per image size), latency.py (receipt latency,
-registration time), fleet.py.
+registration time), fleet.py (registration, memory, reconnection and an
+update campaign with and without ota.download_delay_max).
 
 The three programs run as they are deployed, as far as the harness
 (tests/integration/daemon.py) goes: krtiotd as the unprivileged
