@@ -253,3 +253,29 @@ def test_a_clock_set_judges_the_wait_again(device, nginx, www, platform, system_
     # Told once: a judgement that finds the same wait sends no second WAITING.
     time.sleep(0.5)
     assert dv.progress(cmd_id, since=mark).count("WAITING") == 1, dv.progress(cmd_id, since=mark)
+
+
+def test_reboot_now_releases_a_waiting_reboot(device, nginx, www, platform, system_bus, tmp_path):
+    image(www, "fw.img", 64 * 1024)
+    rebooted = tmp_path / "rebooted"
+    script = tmp_path / "reboot.sh"
+    script.write_text("#!/bin/sh\ntouch %s\n" % rebooted)
+    script.chmod(0o755)
+    entry, opens = window_from(3600)
+    dv = make(device, nginx, system_bus, reboot=True,
+              config={"ota.reboot_window": [entry], "ota.reboot_command": str(script)}).start()
+    cmd_id, mark = dv.send(nginx.url("fw.img"), "2.0.1")
+    dv.wait_state(cmd_id, "WAITING", since=mark, timeout=15)
+    system_bus.wait_property("WaitingFor", lambda v: v == "reboot", timeout=5)
+    r = system_bus.busctl("call", NAME, PATH, IFACE, "InstallNow", check=False)
+    assert r.returncode != 0 and "No update waits" in r.stderr, "InstallNow released a reboot: %s" % r.stderr
+    assert not rebooted.exists()
+    system_bus.busctl("call", NAME, PATH, IFACE, "RebootNow")
+    dv.wait_state(cmd_id, "REBOOTING", since=mark, timeout=10)
+    deadline = time.monotonic() + 10
+    while not rebooted.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert rebooted.exists(), "RebootNow did not run the reboot command"
+    assert "reboot_wait_boot" not in dv.job(), "the journal still says the reboot waits: %r" % dv.job()
+    p = system_bus.get_all()
+    assert p["WaitingFor"] == "" and p["State"] == "reboot-pending", p
