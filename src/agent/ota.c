@@ -428,12 +428,12 @@ static void ota_wait_window(Ota *o, OtaWait what, time_t opens, const char *why)
 
         if (what == OTA_WAIT_INSTALL)
                 status_set_wait(o->status, name, (uint64_t)opens * USEC_PER_SEC,
-                                "Updating to %s: downloaded; waiting for the install window: %s", j->target,
-                                opens > 0 ? when : reason);
+                                "Updating to %s: downloaded; waiting for the install window%s%s", j->target,
+                                opens > 0 ? ", which opens " : ": ", opens > 0 ? when : reason);
         else
                 status_set_wait(o->status, name, (uint64_t)opens * USEC_PER_SEC,
-                                "Update to %s installed; waiting for the reboot window: %s", j->target,
-                                opens > 0 ? when : reason);
+                                "Update to %s installed; waiting for the reboot window%s%s", j->target,
+                                opens > 0 ? ", which opens " : ": ", opens > 0 ? when : reason);
         if (!o->wait_told) {
                 log_notice("Update to %s (command %s) waits: %s.", j->target, j->id, reason);
                 ota_progress(o, "WAITING", 100, reason);
