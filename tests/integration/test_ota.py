@@ -631,8 +631,10 @@ def test_resume_after_daemon_restart(device, slow_nginx, www, platform):
     assert dv.slot.read_bytes() == data
     lines = wait_until(lambda: len(gets(slow_nginx)) >= 2 and gets(slow_nginx), 10, "two requests logged")
     stats = [log_status_bytes(l) for l in lines]
-    assert any(s == 206 for s, _ in stats), lines
-    assert sum(b for _, b in stats) <= 1.1 * len(data), lines
+    assert len(stats) == 2 and stats[1][0] == 206, lines
+    # Resumed from the checkpoint read above, or a later one written before the kill: never from further back.
+    # (What the first request sent past the checkpoint is lost by design: the journal is up to 5 s behind.)
+    assert stats[1][1] <= len(data) - offset, (offset, lines)
 
 
 # -- 9 ---------------------------------------------------------------------------
