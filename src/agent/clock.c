@@ -4,6 +4,7 @@
  * TFD_TIMER_CANCEL_ON_SET timerfd for clock changes.
  */
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/inotify.h>
@@ -80,7 +81,8 @@ static int on_inotify(sd_event_source *s, const struct inotify_event *event, voi
 
 static int clock_watch_add_inotify(ClockWatch *w)
 {
-        _cleanup_free_ char *parent = NULL;
+        char parent[PATH_MAX];
+        const char *watched = w->dir;
         struct stat st;
         char *slash;
         int r;
@@ -91,18 +93,19 @@ static int clock_watch_add_inotify(ClockWatch *w)
                                                  IN_MOVE_SELF | IN_ONLYDIR,
                                          on_inotify, w);
         else {
-                parent = strdup(w->dir);
-                if (!parent)
-                        return -ENOMEM;
+                /* Not there (yet): the directory above tells when it is made. */
+                if ((size_t)snprintf(parent, sizeof(parent), "%s", w->dir) >= sizeof(parent))
+                        return -ENAMETOOLONG;
                 slash = strrchr(parent, '/');
                 if (!slash || slash == parent)
                         return 0;
                 *slash = '\0';
+                watched = parent;
                 r = sd_event_add_inotify(w->event, &w->inotify, parent, IN_CREATE | IN_MOVED_TO | IN_ONLYDIR,
                                          on_inotify, w);
         }
         if (r < 0)
-                return log_debug_errno(r, "Cannot watch %s: %m", parent ? parent : w->dir);
+                return log_debug_errno(r, "Cannot watch %s: %m", watched);
         (void)sd_event_source_set_description(w->inotify, "timesync");
         return 0;
 }
