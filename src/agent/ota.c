@@ -1003,6 +1003,7 @@ void ota_command(Ota *o, const PlatformMessage *m)
                 o->queued = j;
                 return;
         }
+        o->released = false; /* InstallNow() released the job it was called for, not this one */
         ota_drop_active(o, old, j);
         job_free(old);
         ota_with_running_version(o, on_accepted_version);
@@ -1016,6 +1017,7 @@ static void ota_run_queued(Ota *o)
                 return;
         old = ota_job(o);
         o->journal->job = TAKE_PTR(o->queued);
+        o->released = false;
         ota_drop_active(o, old, o->journal->job);
         job_free(old);
         (void)ota_save(o);

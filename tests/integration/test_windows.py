@@ -114,6 +114,11 @@ def test_install_now_releases_a_waiting_job(device, nginx, www, platform, system
     dv.wait_state(cmd_id, "DONE", since=mark, timeout=20)
     r = system_bus.busctl("call", NAME, PATH, IFACE, "InstallNow", check=False)
     assert r.returncode != 0 and "No update waits" in r.stderr, r.stderr
+    # The release was for that job: the next one waits for the window again.
+    image(www, "fw2.img", 64 * 1024)
+    second, mark2 = dv.send(nginx.url("fw2.img"), "2.0.2")
+    dv.wait_state(second, "WAITING", since=mark2, timeout=10)
+    assert system_bus.get("WaitingFor") == "install"
 
 
 def test_krtiotctl_shows_and_releases_a_waiting_job(device, nginx, www, platform, system_bus):
