@@ -39,8 +39,11 @@ struct ClockWatch {
 
 static int clock_watch_arm_timerfd(ClockWatch *w)
 {
-        /* Far in the future: it never expires, it only gets cancelled when the clock is set. */
-        struct itimerspec its = { .it_value = { .tv_sec = (time_t)INT32_MAX } };
+        /* Far in the future (2255, or 2038 where time_t has 32 bits): it never expires, it only gets cancelled
+         * when the clock is set. */
+        struct itimerspec its = {
+                .it_value = { .tv_sec = sizeof(time_t) > 4 ? (time_t)9000000000LL : (time_t)INT32_MAX },
+        };
 
         if (timerfd_settime(w->timer_fd, TFD_TIMER_ABSTIME | TFD_TIMER_CANCEL_ON_SET, &its, NULL) < 0)
                 return -errno;
