@@ -148,14 +148,6 @@ static int agent_publish(Agent *a, TopicKind kind, const char *payload)
 
 /* ---- version reports ---- */
 
-static uint64_t now_realtime_usec(void)
-{
-        struct timespec ts;
-
-        clock_gettime(CLOCK_REALTIME, &ts);
-        return (uint64_t)ts.tv_sec * USEC_PER_SEC + (uint64_t)ts.tv_nsec / 1000;
-}
-
 static int on_report_timer(sd_event_source *s, uint64_t usec, void *userdata);
 
 /* The next report is due report.interval after the last one: a reload (with the same or another

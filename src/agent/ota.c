@@ -370,14 +370,6 @@ static void on_clock_changed(ClockWatch *w, void *userdata)
                 ota_go_on(o);
 }
 
-static uint64_t now_realtime_usec(void)
-{
-        struct timespec ts;
-
-        clock_gettime(CLOCK_REALTIME, &ts);
-        return (uint64_t)ts.tv_sec * USEC_PER_SEC + (uint64_t)ts.tv_nsec / 1000;
-}
-
 /*
  * Whether window W (NULL: any time) allows now. If not: *RET_OPENS is when
  * it opens, or 0 when that cannot be known yet, *RET_WHY saying why.
@@ -461,6 +453,20 @@ static int read_boot_id(char **ret)
         return read_one_line_file("/proc/sys/kernel/random/boot_id", ret);
 }
 
+/* The reboot waits no more: the journal says so (a restart then takes the old version for a rollback). */
+static void ota_reboot_asked(Ota *o)
+{
+        Job *j = ota_job(o);
+
+        ota_wait_end(o);
+        if (j->reboot_wait_boot) {
+                j->reboot_wait_boot = mfree(j->reboot_wait_boot);
+                (void)ota_save(o);
+        }
+        ota_progress(o, "REBOOTING", 100, NULL);
+        ota_reboot(o);
+}
+
 static void ota_reboot_when_allowed(Ota *o)
 {
         Job *j = ota_job(o);
@@ -481,13 +487,7 @@ static void ota_reboot_when_allowed(Ota *o)
         }
         if (o->waiting == OTA_WAIT_REBOOT)
                 log_info("The reboot window is open.");
-        ota_wait_end(o);
-        if (j->reboot_wait_boot) {
-                j->reboot_wait_boot = mfree(j->reboot_wait_boot);
-                (void)ota_save(o);
-        }
-        ota_progress(o, "REBOOTING", 100, NULL);
-        ota_reboot(o);
+        ota_reboot_asked(o);
 }
 
 /* The download starts now, or after a random delay of at most ota.download_delay_max. */
@@ -540,17 +540,9 @@ int ota_install_now(Ota *o)
 
 int ota_reboot_now(Ota *o)
 {
-        Job *j = ota_job(o);
-
         if (o->waiting != OTA_WAIT_REBOOT)
                 return -ENOENT;
-        ota_wait_end(o);
-        if (j->reboot_wait_boot) {
-                j->reboot_wait_boot = mfree(j->reboot_wait_boot);
-                (void)ota_save(o);
-        }
-        ota_progress(o, "REBOOTING", 100, NULL);
-        ota_reboot(o);
+        ota_reboot_asked(o);
         return 0;
 }
 

@@ -172,12 +172,18 @@ def test_krtiotctl_shows_and_releases_a_waiting_job(device, nginx, www, platform
     assert "Waiting:" not in r.stdout, r.stdout
 
 
-def test_reboot_waits_for_its_window(device, nginx, www, platform, system_bus, tmp_path):
-    image(www, "fw.img", 64 * 1024)
+def reboot_recorder(tmp_path):
+    """(FILE, SCRIPT): ota.reboot_command SCRIPT appends the time it ran to FILE."""
     rebooted = tmp_path / "rebooted"
     script = tmp_path / "reboot.sh"
     script.write_text("#!/bin/sh\ndate +%%s.%%N >> %s\n" % rebooted)
     script.chmod(0o755)
+    return rebooted, script
+
+
+def test_reboot_waits_for_its_window(device, nginx, www, platform, system_bus, tmp_path):
+    image(www, "fw.img", 64 * 1024)
+    rebooted, script = reboot_recorder(tmp_path)
     entry, opens = window_from(8)
     dv = make(device, nginx, system_bus, reboot=True,
               config={"ota.reboot_window": [entry], "ota.reboot_command": str(script)}).start()
@@ -262,10 +268,7 @@ def test_a_clock_set_judges_the_wait_again(device, nginx, www, platform, system_
 
 def test_reboot_now_releases_a_waiting_reboot(device, nginx, www, platform, system_bus, tmp_path):
     image(www, "fw.img", 64 * 1024)
-    rebooted = tmp_path / "rebooted"
-    script = tmp_path / "reboot.sh"
-    script.write_text("#!/bin/sh\ntouch %s\n" % rebooted)
-    script.chmod(0o755)
+    rebooted, script = reboot_recorder(tmp_path)
     entry, opens = window_from(3600)
     dv = make(device, nginx, system_bus, reboot=True,
               config={"ota.reboot_window": [entry], "ota.reboot_command": str(script)}).start()

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define _cleanup_(f) __attribute__((cleanup(f)))
@@ -25,6 +26,15 @@
 
 #define USEC_PER_SEC ((uint64_t)1000000ULL)
 #define USEC_PER_MSEC ((uint64_t)1000ULL)
+
+/* CLOCK_REALTIME in microseconds, as the D-Bus properties carry times. */
+static inline uint64_t now_realtime_usec(void)
+{
+        struct timespec ts;
+
+        clock_gettime(CLOCK_REALTIME, &ts);
+        return (uint64_t)ts.tv_sec * USEC_PER_SEC + (uint64_t)ts.tv_nsec / 1000;
+}
 
 static inline void *mfree(void *p)
 {
