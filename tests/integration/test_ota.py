@@ -712,8 +712,11 @@ def test_krtiot_fetch_runs_only_for_a_download_and_dies_with_krtiotd(device, fau
     dv.d.kill9()
     wait_until(lambda: not _alive(pid), 3, "krtiot-fetch %d to die with krtiotd" % pid)
 
+    mark_up = platform.mark()
     dv.d.start()
     old = wait_until(lambda: _fetch_children(dv.d.pid), 10, "the download to resume")[0]
+    # The download resumes before the session is up: a command sent before the subscription would be lost.
+    platform.wait_for_report("D1", since=mark_up, timeout=20)
     id_b, mark_b = dv.send(nginx.url("fw.img"), "2.0.2")
     dv.wait_state(id_b, "DONE", since=mark_b, timeout=30)
     assert not _alive(old), "the replaced download's krtiot-fetch is gone"
